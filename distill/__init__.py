@@ -1,0 +1,1 @@
+"""Diffusion/flow distillation toolkit: the library (everything but networks and samplers)."""

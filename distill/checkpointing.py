@@ -1,0 +1,144 @@
+"""Training checkpoints (every orbax call of the trainer lives here).
+
+Layout of a workdir: `config.json` (the resolved config of the run), `checkpoints/<step>/{state,config}`.
+Saves are asynchronous and atomic (orbax writes a temporary folder and renames it); keep-last-N plus every-K.
+Restoring takes an abstract state whose leaves carry shardings, so restored arrays are born sharded on whatever mesh
+the current run uses. Shapes are checked against the checkpoint's metadata first, naming the parameter that differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy
+
+from distill.errors import UserError
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+# Keys that may change between the original run and a resumed one (they do not change the trained model).
+RESUMABLE_KEYS = ("train.num_steps", "train.log_every", "train.eval_every", "train.ckpt_every",
+                  "train.keep_last", "train.keep_every", "eval.", "mesh.", "overwrite")
+
+
+def path_name(path) -> str:
+  """A readable name for a pytree path, e.g. params/model/inp/kernel."""
+  parts = []
+  for key in path:
+    name = getattr(key, "key", getattr(key, "name", getattr(key, "idx", None)))
+    if name != "value":
+      parts.append(str(name))
+  return "/".join(parts)
+
+
+def _flatten(d: dict, prefix="") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+  """Dotted keys whose values differ between two config dicts, ignoring RESUMABLE_KEYS."""
+  a, b = _flatten(json.loads(json.dumps(saved))), _flatten(json.loads(json.dumps(current)))
+  keys = sorted(set(a) | set(b))
+  resumable = lambda k: any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS)
+  return [k for k in keys if not resumable(k) and a.get(k) != b.get(k)]
+
+
+def prepare_workdir(workdir: str, config_dict: dict, overwrite: bool) -> None:
+  """Create the workdir, or check that an existing run there has the same config (or wipe it if overwrite)."""
+  config_path = os.path.join(workdir, CONFIG_FILE)
+  if os.path.exists(config_path):
+    if overwrite:
+      shutil.rmtree(workdir)
+    else:
+      try:
+        with open(config_path) as f:
+          saved = json.load(f)
+      except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{config_path} is unreadable ({e}); pass --overwrite to start a new run there") from None
+      diff = config_differences(saved, config_dict)
+      if diff:
+        shown = ", ".join(f"{k} ({_flatten(saved).get(k)!r} -> {_flatten(config_dict).get(k)!r})" for k in diff[:5])
+        raise UserError(f"workdir {workdir} holds a run with a different config: {shown}; "
+                        "use another workdir or pass --overwrite")
+  os.makedirs(workdir, exist_ok=True)
+  tmp = config_path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(config_dict, f, indent=2, sort_keys=True)
+  os.replace(tmp, config_path)
+
+
+class Checkpoints:
+  """Orbax CheckpointManager for the train state (+ the config as JSON beside it)."""
+
+  def __init__(self, workdir: str, keep_last: int = 2, keep_every: int | None = None):
+    policies = [preservation_policy.LatestN(keep_last)]
+    if keep_every:
+      policies.append(preservation_policy.EveryNSteps(keep_every))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=preservation_policy.AnyPreservationPolicy(policies),
+        enable_async_checkpointing=True, create=True, cleanup_tmp_directories=True)
+    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler()})
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def save(self, step: int, state: Any, config_dict: dict) -> None:
+    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                     config=ocp.args.JsonSave(config_dict)), force=True)
+
+  def restore(self, step: int, abstract_state: Any) -> Any:
+    """Restore `step` onto the shardings carried by `abstract_state` (jax.ShapeDtypeStruct leaves)."""
+    self._check_shapes(step, abstract_state)
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+    except (ValueError, KeyError, FileNotFoundError) as e:
+      raise UserError(f"checkpoint step {step} in {self.directory} cannot be restored: {e}") from None
+    return restored["state"]
+
+  def _check_shapes(self, step: int, abstract_state: Any) -> None:
+    try:
+      metadata = self.manager.item_metadata(step)["state"]
+    except Exception as e:  # corrupt or partial checkpoint folders surface as many exception types
+      raise UserError(f"checkpoint step {step} in {self.directory} is unreadable: {e}") from None
+    saved = {path_name(p): getattr(leaf, "shape", None)
+             for p, leaf in jax.tree_util.tree_flatten_with_path(metadata)[0]}
+    for p, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
+      name = path_name(p)
+      if name not in saved:
+        raise UserError(f"checkpoint step {step} has no entry {name}: it was written by a different model/objective")
+      if saved[name] is not None and tuple(saved[name]) != tuple(leaf.shape):
+        raise UserError(f"checkpoint parameter {name} has shape {tuple(saved[name])}, "
+                        f"the model expects {tuple(leaf.shape)}")
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def read_config(workdir: str) -> dict:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise UserError(f"{workdir} is not a training workdir (no {CONFIG_FILE})")
+  with open(path) as f:
+    return json.load(f)

@@ -1,0 +1,120 @@
+"""A network definition plus its output parameterisation, exposed through the canonical denoiser interface.
+
+Every teacher and student is a `Network`: `denoise(params, x, sigma, cond)` returns D(x; sigma) ~= E[x0 | x] on the
+EDM path (x = x0 + sigma * n); `velocity(params, x_rf, t, cond)` is derived in closed form (RF time, data at t = 1).
+Parameters are an `nnx.State` of `nnx.Param`s, kept outside the module so everything under jit is a pure function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+import models
+from distill import diffusion
+
+
+def _freeze(kwargs: dict) -> tuple:
+  return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+  """model name + kwargs (hashable) and an output parameterisation; `graphdef` is built once, abstractly."""
+
+  model_name: str
+  model_kwargs: tuple
+  parameterization: Any
+
+  @classmethod
+  def create(cls, model_config: dict, parameterization: dict) -> "Network":
+    """From config dicts: {'name': ..., **kwargs} and {'name': 'edm'|'velocity', **kwargs}."""
+    model_config = dict(model_config)
+    param_config = dict(parameterization)
+    name = model_config.pop("name")
+    param = diffusion.make_parameterization(param_config.pop("name"), **param_config)
+    net = cls(name, _freeze(model_config), param)
+    net.graphdef  # validates the model config early (unknown model or argument)
+    return net
+
+  def build(self, rng: jax.Array) -> nnx.Module:
+    with nnx.use_eager_sharding(False):
+      return models.build(self.model_name, rngs=nnx.Rngs(params=rng), **dict(self.model_kwargs))
+
+  @property
+  def graphdef(self) -> nnx.GraphDef:
+    return self._split_abstract()[0]
+
+  def abstract_params(self) -> nnx.State:
+    """Parameter shapes/dtypes with logical sharding metadata (no computation)."""
+    return self._split_abstract()[1]
+
+  def _split_abstract(self):
+    cached = self.__dict__.get("_abstract")
+    if cached is None:
+      try:
+        module = nnx.eval_shape(lambda: self.build(jax.random.key(0)))
+      except TypeError as e:
+        raise ValueError(f"bad arguments for model {self.model_name!r}: {e}") from None
+      cached = nnx.split(module, nnx.Param)
+      object.__setattr__(self, "_abstract", cached)
+    return cached
+
+  def init(self, rng: jax.Array) -> nnx.State:
+    """Fresh parameters (call under jit with out_shardings to create them already sharded)."""
+    return nnx.split(self.build(rng), nnx.Param)[1]
+
+  def raw(self, params, x_in, c_noise, cond=None, *, train=False, rng=None):
+    return nnx.merge(self.graphdef, params)(x_in, c_noise, cond, train=train, rng=rng)
+
+  def denoise(self, params, x, sigma, cond=None, *, train=False, rng=None):
+    """D(x; sigma): x (B, ...) on the EDM path, sigma () or (B,), cond (B,) int labels or None."""
+    x_in, c_noise = self.parameterization.network_inputs(x, sigma)
+    raw = self.raw(params, x_in, c_noise, cond, train=train, rng=rng)
+    return self.parameterization.denoised(x, sigma, raw.astype(x.dtype))
+
+  def velocity(self, params, x_rf, t, cond=None, *, train=False, rng=None):
+    """RF velocity dx_t/dt at time t in (0, 1) (data at t = 1).
+
+    A velocity-parameterised network returns its raw output; any other is converted in closed form,
+    v = (D(x_t / t; (1 - t) / t) - x_t) / (1 - t).
+    """
+    t = jnp.asarray(t, x_rf.dtype)
+    if isinstance(self.parameterization, diffusion.VelocityParameterization):
+      c_noise = jnp.broadcast_to(self.parameterization.time_scale * t, x_rf.shape[:1])
+      return self.raw(params, x_rf, c_noise, cond, train=train, rng=rng).astype(x_rf.dtype)
+    x0 = self.denoise(params, diffusion.edm_from_rf(x_rf, t), diffusion.sigma_from_rf_time(t), cond,
+                      train=train, rng=rng)
+    return diffusion.velocity_from_denoised(x_rf, t, x0)
+
+  def num_params(self) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(self.abstract_params()))
+
+
+def network_from_config(model_config, parameterization, data_spec) -> Network:
+  """Network for a data source: fills in the data-dependent model arguments (dim, resolution, channels, classes).
+
+  `model_config.conditional` (default False) makes the network class-conditional on the data's labels.
+  """
+  model = dict(model_config)
+  conditional = bool(model.pop("conditional", False))
+  if conditional and not data_spec.num_classes:
+    raise ValueError("model.conditional=True but the data source has no labels")
+  derived = {"num_classes": data_spec.num_classes if conditional else 0}
+  if model["name"] == "mlp":
+    if data_spec.kind != "points":
+      raise ValueError(f"model 'mlp' needs point data, the data source gives {data_spec.kind}")
+    derived["dim"] = data_spec.shape[0]
+  elif model["name"] == "unet":
+    if data_spec.kind != "images":
+      raise ValueError(f"model 'unet' needs image data, the data source gives {data_spec.kind}")
+    derived["resolution"], derived["in_channels"] = data_spec.shape[0], data_spec.shape[2]
+  for key, value in derived.items():
+    if key in model and model[key] != value:
+      raise ValueError(f"model.{key}={model[key]} does not match the data ({value})")
+    model[key] = value
+  return Network.create(model, parameterization)

@@ -1,0 +1,53 @@
+"""The objective interface every training method implements (teacher training and distillation alike).
+
+An objective is a small frozen object that declares the networks it trains (`groups`, in update order) and a pure
+`loss` per group. The trainer owns everything else: value_and_grad, clipping, optimizers, EMA, sharding, guards.
+
+- `groups`: name -> ParamGroup(network, optim, every, offset, init). Group g is updated at steps where
+  step % every == offset; groups are updated one after another within a step, each seeing the others' newest params.
+- `loss(group, params, aux, teacher_params, batch, rng, step) -> (scalar, metrics dict)`: differentiated with respect
+  to params[group] only; `params` maps every group name to its nnx.State. batch = {'x': (B, ...), 'label': (B,)?}.
+- `init_aux(params, teacher_params, rng)` and `post_update(params, aux, step)`: objective-owned state (a pytree that is
+  checkpointed and sharded with the rest), e.g. target networks or curriculum counters. Anything that changes over
+  training must be a traced array, never a Python number, so nothing recompiles.
+- `sample_group`: the group whose EMA parameters are sampled, evaluated and exported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Protocol
+
+from distill.networks import Network
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamGroup:
+  network: Network
+  optim: Mapping[str, Any]
+  every: int = 1
+  offset: int = 0
+  init: str = "random"  # "random" or "teacher" (copy the teacher's parameters; the networks must match)
+
+
+class Objective(Protocol):
+  groups: Mapping[str, ParamGroup]
+  sample_group: str
+
+  def init_aux(self, params, teacher_params, rng) -> Any: ...
+
+  def loss(self, group: str, params, aux, teacher_params, batch, rng, step): ...
+
+  def post_update(self, params, aux, step) -> Any: ...
+
+
+class StatelessObjective:
+  """Mixin for objectives without auxiliary state."""
+
+  def init_aux(self, params, teacher_params, rng):
+    del params, teacher_params, rng
+    return {}
+
+  def post_update(self, params, aux, step):
+    del params, step
+    return aux

@@ -1,0 +1,136 @@
+"""The host-side training run: config -> data, teacher, objective, sharded state -> loop with logging, evaluation,
+checkpoints and automatic resume. Everything here is outside jit; the step itself is distill/trainer.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+
+from distill import checkpointing, data as data_lib, objectives, reporting
+from distill import sharding as sharding_lib
+from distill.errors import NonFiniteLossError, UserError
+from distill.evaluation import save_image_grid, save_scatter, to_uint8, two_sample_report
+from distill.generation import Generator
+from distill.teacher import load_teacher
+from distill.trainer import Trainer, TrainState
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything a training run is made of (built once from the config)."""
+
+  config: object
+  mesh: object
+  source: data_lib.DataSource
+  objective: object
+  trainer: Trainer
+  generator: Generator
+
+
+def build_run(config) -> Run:
+  mesh = sharding_lib.make_mesh(config.mesh)
+  source = data_lib.make_source(config.data.source, config.seed, flip=config.data.flip)
+  teacher = load_teacher(config.teacher)
+  objective = objectives.build(config, source.spec, teacher)
+  if config.data.batch_size % mesh.size:
+    raise UserError(f"data.batch_size={config.data.batch_size} must be divisible by the {mesh.size} devices of the mesh")
+  trainer = Trainer(objective, mesh, config.sharding.rules, config.ema, config.seed, teacher)
+  network = objective.groups[objective.sample_group].network
+  generator = Generator(network, source.spec.shape, config.sampler, mesh=None)
+  return Run(config, mesh, source, objective, trainer, generator)
+
+
+def evaluate(run: Run, state: TrainState, step: int, outdir: str, num_samples: int, steps: int | None = None) -> dict:
+  """Sample the EMA parameters of the sampled group; 2-D data: energy distance and sliced W2 against fresh data
+  (with the data-vs-data floor) and a scatter plot; images: a PNG grid. Returns the scalar metrics."""
+  params = state.ema[run.objective.sample_group]
+  samples = run.generator.generate(params, jax.random.key(run.config.seed + 1), num_samples, steps)
+  os.makedirs(outdir, exist_ok=True)
+  if run.source.spec.kind == "images":
+    path = os.path.join(outdir, f"samples_{step:07d}.png")
+    save_image_grid(path, to_uint8(samples[:64]))
+    return {"plot": path}
+  fresh_a = run.source.sample(num_samples, seed=10_000 + step)["x"]
+  fresh_b = run.source.sample(num_samples, seed=20_000 + step)["x"]
+  report = two_sample_report(samples, fresh_a, fresh_b)
+  path = os.path.join(outdir, f"samples_{step:07d}.png")
+  if samples.shape[1] == 2:
+    save_scatter(path, {"data": fresh_a, "samples": samples}, title=f"step {step}")
+    report["plot"] = path
+  return report
+
+
+def _restore_or_init(run: Run, ckpts: checkpointing.Checkpoints) -> TrainState:
+  latest = ckpts.latest_step()
+  if latest is None:
+    return run.trainer.init_state()
+  print(f"resuming from checkpoint step {latest} in {ckpts.directory}", flush=True)
+  return ckpts.restore(latest, run.trainer.abstract_sharded_state())
+
+
+def _check_finite(state: TrainState, ckpts: checkpointing.Checkpoints) -> None:
+  bad = int(jax.device_get(state.first_bad_step))
+  if bad >= 0:
+    ckpts.wait()
+    raise NonFiniteLossError(
+        f"non-finite loss or gradient at step {bad}; training stopped, last good checkpoint: step "
+        f"{ckpts.latest_step()} in {ckpts.directory}")
+
+
+def train(config, workdir: str, overwrite: bool = False) -> TrainState:
+  """Train (or resume) the run described by `config` in `workdir`; returns the final state."""
+  checkpointing.prepare_workdir(workdir, config.to_dict(), overwrite)
+  run = build_run(config)
+  tc = config.train
+  ckpts = checkpointing.Checkpoints(workdir, tc.keep_last, tc.keep_every)
+  state = _restore_or_init(run, ckpts)
+  start = int(jax.device_get(state.step))
+  teacher_params = run.trainer.teacher_params()
+  writer = reporting.create_writer(workdir)
+  progress = reporting.Progress(tc.num_steps, start, config.data.batch_size)
+  pending = []
+  if start == 0:
+    writer.write_hparams({"params/" + k: sum(int(x.size) for x in jax.tree.leaves(v))
+                          for k, v in state.params.items()})
+  try:
+    for step in range(start, tc.num_steps):
+      local = run.source.local_batch(step, config.data.batch_size, jax.process_index(), jax.process_count())
+      state, metrics = run.trainer.step(state, teacher_params, sharding_lib.global_batch(local, run.mesh))
+      pending.append(metrics)
+      done = step + 1
+      if done % tc.log_every == 0 or done == tc.num_steps:
+        _check_finite(state, ckpts)
+        scalars = _average(jax.device_get(pending))
+        pending = []
+        scalars["steps_per_sec"] = progress.report(done, scalars)
+        writer.write_scalars(done, scalars)
+      if tc.eval_every and (done % tc.eval_every == 0 or done == tc.num_steps):
+        report = evaluate(run, state, done, os.path.join(workdir, "plots"), config.eval.num_samples)
+        writer.write_scalars(done, {f"eval/{k}": v for k, v in report.items() if k != "plot"})
+        print(f"eval step {done}: " + ", ".join(f"{k} {v:.4g}" for k, v in report.items() if k != "plot")
+              + (f" | plot {report['plot']}" if "plot" in report else ""), flush=True)
+      if done % tc.ckpt_every == 0 or done == tc.num_steps:
+        _check_finite(state, ckpts)
+        ckpts.save(done, state, config.to_dict())
+  finally:
+    ckpts.close()
+    writer.flush()
+  return state
+
+
+def _average(metrics: list[dict]) -> dict:
+  """Mean of each metric over the steps in which its group was updated (groups may skip steps)."""
+  out = {}
+  keys = metrics[0].keys()
+  for key in keys:
+    if key.endswith("/updated"):
+      continue
+    group = key.split("/")[0]
+    weights = np.array([m.get(f"{group}/updated", 1.0) for m in metrics])
+    values = np.array([m[key] for m in metrics], np.float64)
+    if weights.sum() > 0:
+      out[key] = float((values * weights).sum() / weights.sum())
+  return out

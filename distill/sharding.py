@@ -1,0 +1,70 @@
+"""Device mesh, logical-axis rules and the shardings of the training state, derived once from abstract shapes.
+
+Mesh axes are ('data', 'fsdp'). Parameters carry logical axis names (models/layers.py); `config.sharding.rules` maps
+them to mesh axes, so data parallelism ({data: N, fsdp: 1}) versus FSDP ({data: 1, fsdp: N}) is a config change.
+Batches are sharded along their leading axis over both mesh axes.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp")
+BATCH_SPEC = P(MESH_AXES)
+
+
+def make_mesh(mesh_config) -> jax.sharding.Mesh:
+  """Mesh from {'data': n, 'fsdp': m}; one entry may be -1 (all remaining devices)."""
+  sizes = [int(mesh_config[a]) for a in MESH_AXES]
+  n = jax.device_count()
+  if sizes.count(-1) > 1:
+    raise ValueError("at most one mesh axis may be -1")
+  if -1 in sizes:
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if n % known:
+      raise ValueError(f"{n} devices cannot be split into mesh {dict(zip(MESH_AXES, sizes))}")
+    sizes[sizes.index(-1)] = n // known
+  if int(np.prod(sizes)) != n:
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices, found {n}")
+  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+
+
+def logical_rules(rules) -> tuple:
+  """Config rules [(logical_name, mesh_axis | [axes] | None), ...] -> tuple form for nnx.logical_axis_rules."""
+  out = []
+  for name, target in rules:
+    out.append((name, tuple(target) if isinstance(target, (list, tuple)) else target))
+  return tuple(out)
+
+
+def param_shardings(abstract_params: nnx.State, mesh, rules) -> nnx.State:
+  """NamedShardings for a network's parameters from their logical annotations and the rules."""
+  with nnx.logical_axis_rules(logical_rules(rules)):
+    specs = nnx.get_partition_spec(abstract_params)
+  return jax.tree.map(lambda spec: NamedSharding(mesh, spec if spec is not None else P()), specs,
+                      is_leaf=lambda x: isinstance(x, P) or x is None)
+
+
+def match_tree_shardings(tree, reference_structure, reference_shardings, mesh):
+  """Shardings for an arbitrary pytree (e.g. an optax state): every subtree with the structure of the parameters
+  gets the parameters' shardings, every other leaf is replicated."""
+  replicated = NamedSharding(mesh, P())
+  is_params = lambda x: jax.tree.structure(x) == reference_structure
+  return jax.tree.map(lambda x: reference_shardings if is_params(x) else replicated, tree, is_leaf=is_params)
+
+
+def batch_sharding(mesh) -> NamedSharding:
+  return NamedSharding(mesh, BATCH_SPEC)
+
+
+def replicated(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def global_batch(local_batch: dict, mesh) -> dict:
+  """This process's rows of the global batch (numpy) -> global jax.Arrays sharded along the batch axis."""
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}

@@ -1,0 +1,39 @@
+"""Frozen teachers: a network plus parameters, loaded from an exported bundle or a training workdir."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from distill.errors import UserError
+from distill.networks import Network
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+  network: Network
+  params: Any  # nnx.State; passed to the jitted step as an argument, never closed over
+
+
+def load_teacher(teacher_config) -> Teacher | None:
+  """From config.teacher: `bundle` (an exported sampler) or `workdir` (a finished run, exported on the fly);
+  `dtype` 'float32' or 'bfloat16' casts the frozen parameters. Returns None when neither is set."""
+  import samplers
+
+  bundle, workdir = teacher_config.get("bundle", ""), teacher_config.get("workdir", "")
+  if bundle and workdir:
+    raise UserError("set only one of teacher.bundle and teacher.workdir")
+  if workdir:
+    bundle = os.path.join(workdir, "export")
+    if not os.path.exists(bundle):
+      raise UserError(f"teacher.workdir {workdir} has no export/ bundle; run `distill export --workdir {workdir}`")
+  if not bundle:
+    return None
+  loaded = samplers.load(bundle)
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[teacher_config.get("dtype", "float32")]
+  params = jax.tree.map(lambda a: jnp.asarray(a, dtype), loaded.params)
+  return Teacher(network=loaded.network, params=params)

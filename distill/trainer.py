@@ -1,0 +1,190 @@
+"""The one generic training step and state for every objective.
+
+Per step and per parameter group (in the objective's order, on its own schedule step % every == offset):
+value_and_grad of the objective's loss -> global-norm clipping + optax optimizer (warm-up schedule) -> EMA ->
+non-finite guard (a step whose loss or gradient is not finite leaves the group unchanged and records the step).
+The state is created already sharded; the teacher's parameters are a frozen jit argument, never closed over.
+Training randomness is fold_in(key(seed), step), so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from distill import sharding as sharding_lib
+from distill.objectives.base import Objective
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array            # int32 scalar: number of completed steps
+  params: dict               # group name -> nnx.State of nnx.Param
+  ema: dict                  # group name -> EMA of params (used for sampling, evaluation and export)
+  opt_state: dict            # group name -> optax state
+  aux: Any                   # objective-owned state
+  first_bad_step: jax.Array  # int32: first step with a non-finite loss or gradient, -1 if none
+
+
+def learning_rate_schedule(optim: dict) -> optax.Schedule:
+  """Linear warm-up from 0 over `warmup_steps`, then constant or cosine decay to 0 at `decay_steps`."""
+  lr, warmup = float(optim["learning_rate"]), int(optim.get("warmup_steps", 0))
+  decay = optim.get("schedule", "constant")
+  if decay == "constant":
+    after = optax.constant_schedule(lr)
+  elif decay == "cosine":
+    after = optax.cosine_decay_schedule(lr, max(1, int(optim["decay_steps"]) - warmup))
+  else:
+    raise ValueError(f"unknown optim.schedule {decay!r}; choose constant or cosine")
+  if warmup == 0:
+    return after
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
+
+
+def make_optimizer(optim: dict) -> optax.GradientTransformation:
+  """optax chain: clip_by_global_norm(clip_norm) (if > 0) then adam / adamw / radam on the schedule."""
+  schedule = learning_rate_schedule(optim)
+  kind = optim.get("name", "adam")
+  b1, b2, eps = float(optim.get("b1", 0.9)), float(optim.get("b2", 0.999)), float(optim.get("eps", 1e-8))
+  if kind == "adam":
+    opt = optax.adam(schedule, b1=b1, b2=b2, eps=eps)
+  elif kind == "adamw":
+    opt = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=float(optim.get("weight_decay", 0.0)))
+  elif kind == "radam":
+    opt = optax.radam(schedule, b1=b1, b2=b2, eps=eps)
+  else:
+    raise ValueError(f"unknown optim.name {kind!r}; choose adam, adamw or radam")
+  clip = float(optim.get("clip_norm", 0.0))
+  return optax.chain(optax.clip_by_global_norm(clip), opt) if clip > 0 else opt
+
+
+def ema_decay(ema_config: dict, step: jax.Array) -> jax.Array:
+  """EMA decay at `step`; with warmup, score_sde's min(decay, (1 + n) / (10 + n))."""
+  decay = jnp.asarray(float(ema_config["decay"]), jnp.float32)
+  if ema_config.get("warmup", False):
+    n = step.astype(jnp.float32)
+    decay = jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+  return decay
+
+
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+class Trainer:
+  """Builds the sharded state and the jitted step for an objective on a mesh."""
+
+  def __init__(self, objective: Objective, mesh, rules, ema_config: dict, seed: int, teacher=None):
+    self.objective = objective
+    self.mesh = mesh
+    self.rules = rules
+    self.ema_config = dict(ema_config)
+    self.seed = seed
+    self.teacher = teacher
+    self.txs = {name: make_optimizer(g.optim) for name, g in objective.groups.items()}
+    self.teacher_shardings = None if teacher is None else sharding_lib.param_shardings(
+        teacher.network.abstract_params(), mesh, rules)
+    abstract_teacher = None if teacher is None else jax.eval_shape(lambda: teacher.params)
+    self.abstract_state = jax.eval_shape(self._init, jax.random.key(seed), abstract_teacher)
+    self.state_shardings = self._state_shardings(self.abstract_state)
+    self._init_jit = jax.jit(self._init, out_shardings=self.state_shardings)
+    repl = sharding_lib.replicated(mesh)
+    self.step = jax.jit(
+        self._train_step,
+        in_shardings=(self.state_shardings, self.teacher_shardings, sharding_lib.batch_sharding(mesh)),
+        out_shardings=(self.state_shardings, repl), donate_argnums=(0,))
+
+  # ----- state -------------------------------------------------------------------------------------------------
+
+  def _init(self, rng, teacher_params):
+    params = {}
+    for i, (name, group) in enumerate(self.objective.groups.items()):
+      if group.init == "teacher":
+        if teacher_params is None or group.network != self.teacher.network:
+          raise ValueError(f"group {name!r} initialises from the teacher, but no matching teacher is configured")
+        params[name] = jax.tree.map(lambda a: a.astype(jnp.float32), teacher_params)
+      else:
+        params[name] = group.network.init(jax.random.fold_in(rng, i))
+    opt_state = {name: self.txs[name].init(p) for name, p in params.items()}
+    aux = self.objective.init_aux(params, teacher_params, jax.random.fold_in(rng, 1000))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema=params, opt_state=opt_state, aux=aux,
+                      first_bad_step=jnp.full((), -1, jnp.int32))
+
+  def _state_shardings(self, abstract_state: TrainState) -> TrainState:
+    repl = sharding_lib.replicated(self.mesh)
+    params_sh, opt_sh = {}, {}
+    for name, group in self.objective.groups.items():
+      params_sh[name] = sharding_lib.param_shardings(group.network.abstract_params(), self.mesh, self.rules)
+      structure = jax.tree.structure(abstract_state.params[name])
+      opt_sh[name] = sharding_lib.match_tree_shardings(abstract_state.opt_state[name], structure, params_sh[name],
+                                                       self.mesh)
+    aux_sh = jax.tree.map(lambda _: repl, abstract_state.aux)
+    return TrainState(step=repl, params=params_sh, ema=params_sh, opt_state=opt_sh, aux=aux_sh, first_bad_step=repl)
+
+  def init_state(self) -> TrainState:
+    """A fresh state, created already sharded (parameters never materialise on one device first)."""
+    return self._init_jit(jax.random.key(self.seed), self.teacher_params())
+
+  def abstract_sharded_state(self) -> TrainState:
+    """ShapeDtypeStructs carrying the current mesh's shardings (the restore target)."""
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        self.abstract_state, self.state_shardings)
+
+  def teacher_params(self):
+    if self.teacher is None:
+      return None
+    return jax.device_put(self.teacher.params, self.teacher_shardings)
+
+  # ----- the step ----------------------------------------------------------------------------------------------
+
+  def _group_update(self, name, group, state, params, teacher_params, batch, rng):
+    """One optimizer step of group `name`; returns (params, opt_state, ema, metrics, finite)."""
+
+    def loss_fn(p):
+      return self.objective.loss(name, {**params, name: p}, state.aux, teacher_params, batch, rng, state.step)
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params[name])
+    updates, new_opt = self.txs[name].update(grads, state.opt_state[name], params[name])
+    new_params = optax.apply_updates(params[name], updates)
+    new_ema = optax.incremental_update(new_params, state.ema[name], 1.0 - ema_decay(self.ema_config, state.step))
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new_params)
+    old = (params[name], state.opt_state[name], state.ema[name])
+    kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), (new_params, new_opt, new_ema), old)
+    metrics = {"loss": loss, "grad_norm": grad_norm, **metrics}
+    return (*kept, metrics, finite)
+
+  def _train_step(self, state: TrainState, teacher_params, batch):
+    rng = jax.random.fold_in(jax.random.key(self.seed), state.step)
+    params, opt_state, ema = dict(state.params), dict(state.opt_state), dict(state.ema)
+    all_metrics, all_finite = {}, jnp.array(True)
+    for i, (name, group) in enumerate(self.objective.groups.items()):
+      args = (name, group, state.replace(opt_state=opt_state, ema=ema), params, teacher_params, batch,
+              jax.random.fold_in(rng, i))
+      if group.every == 1:
+        p, o, e, metrics, finite = self._group_update(*args)
+        active = jnp.array(True)
+      else:
+        active = state.step % group.every == group.offset
+        shapes = jax.eval_shape(lambda: self._group_update(*args)[3])
+        skipped = lambda: (params[name], opt_state[name], ema[name],
+                           jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), jnp.array(True))
+        p, o, e, metrics, finite = jax.lax.cond(active, lambda: self._group_update(*args), skipped)
+      params[name], opt_state[name], ema[name] = p, o, e
+      all_finite &= finite
+      all_metrics.update({f"{name}/{k}": v for k, v in metrics.items()})
+      all_metrics[f"{name}/updated"] = active.astype(jnp.float32)
+    aux = self.objective.post_update(params, state.aux, state.step)
+    first_bad = jnp.where((state.first_bad_step < 0) & ~all_finite, state.step, state.first_bad_step)
+    new_state = TrainState(step=state.step + 1, params=params, ema=ema, opt_state=opt_state, aux=aux,
+                           first_bad_step=first_bad)
+    return new_state, all_metrics
+
+
+def param_count(state: TrainState) -> dict[str, int]:
+  return {name: sum(int(x.size) for x in jax.tree.leaves(p)) for name, p in state.params.items()}
+

@@ -1,0 +1,139 @@
+"""Self-contained sampler bundles: `export_bundle(...)` writes one, `load(path)` samples from it in any process.
+
+A bundle is a folder:
+  sampler.json  model name and arguments, output parameterisation, sampler settings and default steps, data kind,
+                shape, value range and classes, NFE, the SHA-256 of the parameters, provenance;
+  params/       the (EMA) parameters as an orbax checkpoint of a plain nested dict.
+It is written to a temporary folder and renamed into place, so a bundle is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+FORMAT_VERSION = 1
+META_FILE = "sampler.json"
+PARAMS_DIR = "params"
+
+
+def params_checksum(pure_params: dict) -> str:
+  """SHA-256 over every parameter's name, dtype, shape and bytes, in sorted name order."""
+  h = hashlib.sha256()
+  flat = jax.tree_util.tree_flatten_with_path(pure_params)[0]
+  for path, leaf in sorted(flat, key=lambda kv: jax.tree_util.keystr(kv[0])):
+    a = np.ascontiguousarray(np.asarray(leaf))
+    h.update(f"{jax.tree_util.keystr(path)}|{a.dtype}|{a.shape}".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def export_bundle(out: str, network, params, *, sampler_config: dict, data_spec, provenance: dict | None = None) -> dict:
+  """Write a bundle for `network` with parameters `params` (nnx.State); returns the metadata written."""
+  from distill.generation import Generator  # local: keeps `import samplers` light
+
+  pure = jax.tree.map(lambda a: np.asarray(jax.device_get(a)), nnx.to_pure_dict(params))
+  generator = Generator(network, data_spec.shape, sampler_config)
+  meta = {
+      "format_version": FORMAT_VERSION,
+      "model": {"name": network.model_name, **dict(network.model_kwargs)},
+      "parameterization": dataclasses.asdict(network.parameterization),
+      "sampler": dict(sampler_config),
+      "default_steps": int(sampler_config["steps"]),
+      "nfe": generator.nfe(),
+      "data": {"kind": data_spec.kind, "shape": list(data_spec.shape), "num_classes": int(data_spec.num_classes),
+               "data_range": list(data_spec.data_range)},
+      "checksum": params_checksum(pure),
+      "provenance": provenance or {},
+  }
+  parent = os.path.dirname(os.path.abspath(out))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".bundle-", dir=parent)
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      ckptr.save(os.path.join(tmp, PARAMS_DIR), pure)
+    with open(os.path.join(tmp, META_FILE), "w") as f:
+      json.dump(meta, f, indent=2, sort_keys=True, default=_json_default)
+    if os.path.exists(out):
+      shutil.rmtree(out)
+    os.replace(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return meta
+
+
+def _json_default(o):
+  if isinstance(o, (np.integer, np.floating)):
+    return o.item()
+  if isinstance(o, tuple):
+    return list(o)
+  raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+class ExportedSampler:
+  """A loaded bundle. `sample(key, num, steps=None, labels=None)` returns numpy samples in data range:
+  uint8 (num, H, W, C) images or float32 (num, D) points."""
+
+  def __init__(self, path: str, meta: dict, network, params):
+    from distill.generation import Generator
+
+    self.path, self.meta, self.network, self.params = path, meta, network, params
+    self.shape = tuple(meta["data"]["shape"])
+    self.kind = meta["data"]["kind"]
+    self.default_steps = int(meta["default_steps"])
+    self._generator = Generator(network, self.shape, meta["sampler"])
+
+  @property
+  def num_classes(self) -> int:
+    return int(self.meta["data"]["num_classes"]) if dict(self.network.model_kwargs).get("num_classes") else 0
+
+  def nfe(self, steps: int | None = None) -> int:
+    return self._generator.nfe(steps or self.default_steps)
+
+  def sample(self, key, num: int, steps: int | None = None, labels=None) -> np.ndarray:
+    x = self._generator.generate(self.params, key, int(num), steps or self.default_steps, labels)
+    if self.kind == "images":
+      from distill.evaluation import to_uint8
+      return to_uint8(x)
+    return x.astype(np.float32)
+
+
+def load(path: str) -> ExportedSampler:
+  """Load a bundle written by `distill export`; verifies its checksum. Needs nothing but the path."""
+  from distill.errors import UserError
+  from distill.networks import Network
+
+  meta_path = os.path.join(path, META_FILE)
+  if not os.path.exists(meta_path):
+    raise UserError(f"{path} is not a sampler bundle (no {META_FILE})")
+  try:
+    with open(meta_path) as f:
+      meta = json.load(f)
+  except json.JSONDecodeError as e:
+    raise UserError(f"{meta_path} is corrupt: {e}") from None
+  if meta.get("format_version") != FORMAT_VERSION:
+    raise UserError(f"{path}: bundle format {meta.get('format_version')} is not supported (expected {FORMAT_VERSION})")
+  network = Network.create(meta["model"], meta["parameterization"])
+  abstract = nnx.to_pure_dict(network.abstract_params())
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), abstract)
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      pure = ckptr.restore(os.path.join(path, PARAMS_DIR), target)
+  except Exception as e:  # orbax raises several types for missing or damaged files
+    raise UserError(f"{path}: parameters cannot be read ({type(e).__name__}: {e})") from None
+  pure = jax.tree.map(np.asarray, pure)
+  if params_checksum(pure) != meta["checksum"]:
+    raise UserError(f"{path}: parameter checksum mismatch (the bundle is corrupt or was modified)")
+  params = network.abstract_params()
+  nnx.replace_by_pure_dict(params, pure)
+  return ExportedSampler(path, meta, network, params)
