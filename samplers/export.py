@@ -55,7 +55,8 @@ def export_bundle(out: str, network, params, *, sampler_config: dict, data_spec,
       "checksum": params_checksum(pure),
       "provenance": provenance or {},
   }
-  parent = os.path.dirname(os.path.abspath(out))
+  out = os.path.abspath(out)
+  parent = os.path.dirname(out)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".bundle-", dir=parent)
   try:
@@ -113,6 +114,7 @@ def load(path: str) -> ExportedSampler:
   from distill.errors import UserError
   from distill.networks import Network
 
+  path = os.path.abspath(path)
   meta_path = os.path.join(path, META_FILE)
   if not os.path.exists(meta_path):
     raise UserError(f"{path} is not a sampler bundle (no {META_FILE})")

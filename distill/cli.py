@@ -1,0 +1,297 @@
+"""The `distill` command: train, export, sample, eval and quickstart.
+
+  distill train --config configs/toy2d_teacher.py --workdir W [--config.a.b=value ...] [--overwrite]
+  distill export --workdir W [--out B] [--step N]
+  distill sample --sampler B --num N --out S.npz [--steps K] [--seed S] [--labels 0,1,...]
+  distill eval (--workdir W | --sampler B) [--data SOURCE] [--num N] [--steps 1,2,4] [--json OUT]
+  distill quickstart [--workdir runs/quickstart]
+
+Flags are absl flags, config overrides are ml_collections `--config.key=value`. Problems with the input (unknown
+config key, objective or dataset, missing file, checkpoint mismatch, non-finite loss) are printed as one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from absl import flags
+
+USAGE = __doc__
+
+
+def _parse(argv, define):
+  """Parse argv (without the subcommand) with a fresh absl FlagValues populated by `define`."""
+  fv = flags.FlagValues()
+  define(fv)
+  try:
+    fv(["distill"] + list(argv))
+  except (flags.Error, KeyError, AttributeError, ValueError, TypeError, FileNotFoundError) as e:
+    raise _usage_error(e) from None
+  return fv
+
+
+def _usage_error(e):
+  from distill.errors import UserError
+
+  message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+  return UserError(message)
+
+
+def _setup_jax():
+  """Persistent compilation cache (repeat compiles take a fraction of the time) and no TF GPU grabbing."""
+  import jax
+
+  cache = os.environ.get("DISTILL_COMPILATION_CACHE", os.path.expanduser("~/.cache/distill/jax"))
+  jax.config.update("jax_compilation_cache_dir", cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def _distributed_flags(fv):
+  flags.DEFINE_string("coordinator", None, "multi-host: coordinator address host:port", flag_values=fv)
+  flags.DEFINE_integer("num_processes", None, "multi-host: number of processes", flag_values=fv)
+  flags.DEFINE_integer("process_id", None, "multi-host: this process's index", flag_values=fv)
+  flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() with auto-detection (TPU, SLURM)",
+                    flag_values=fv)
+
+
+def _maybe_initialize_distributed(fv):
+  import jax
+
+  if fv.coordinator:
+    jax.distributed.initialize(fv.coordinator, fv.num_processes, fv.process_id)
+  elif fv.distributed:
+    jax.distributed.initialize()
+
+
+# ----- train ------------------------------------------------------------------------------------------------------
+
+
+def cmd_train(argv):
+  from ml_collections import config_flags
+
+  def define(fv):
+    config_flags.DEFINE_config_file("config", None, "config file (configs/*.py)", flag_values=fv, lock_config=True)
+    flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs, plots)", flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "delete a different run in workdir instead of refusing", flag_values=fv)
+    _distributed_flags(fv)
+
+  fv = _parse(argv, define)
+  config = _require(fv, "config", "workdir")
+  _maybe_initialize_distributed(fv)
+  from distill import run
+
+  start = time.time()
+  state = run.train(config, fv.workdir, overwrite=fv.overwrite)
+  print(f"trained to step {int(state.step)} in {time.time() - start:.1f}s; workdir {fv.workdir}")
+
+
+def _require(fv, *names):
+  from distill.errors import UserError
+
+  for name in names:
+    if fv[name].value is None:
+      raise UserError(f"--{name} is required")
+  return fv.config if "config" in names else None
+
+
+# ----- export -----------------------------------------------------------------------------------------------------
+
+
+def export_workdir(workdir: str, out: str | None = None, step: int | None = None) -> str:
+  """Export the EMA parameters of a workdir's checkpoint (latest by default) as a sampler bundle."""
+  import ml_collections
+
+  import samplers
+  from distill import checkpointing, run
+  from distill.errors import UserError
+
+  config = ml_collections.ConfigDict(checkpointing.read_config(workdir))
+  built = run.build_run(config)
+  ckpts = checkpointing.Checkpoints(workdir, config.train.keep_last, config.train.keep_every)
+  try:
+    step = ckpts.latest_step() if step is None else step
+    if step is None or step not in ckpts.all_steps():
+      raise UserError(f"{workdir} has no checkpoint{'' if step is None else f' at step {step}'}")
+    state = ckpts.restore(step, built.trainer.abstract_sharded_state())
+  finally:
+    ckpts.close()
+  group = built.objective.sample_group
+  out = out or os.path.join(workdir, "export")
+  meta = samplers.export_bundle(
+      out, built.objective.groups[group].network, state.ema[group], sampler_config=config.sampler.to_dict(),
+      data_spec=built.source.spec,
+      provenance={"workdir": os.path.abspath(workdir), "step": int(step), "objective": config.objective.name,
+                  "data_source": config.data.source, "group": group})
+  print(f"exported step {step} ({meta['nfe']} NFE at {meta['default_steps']} steps) to {out}")
+  return out
+
+
+def cmd_export(argv):
+  def define(fv):
+    flags.DEFINE_string("workdir", None, "training workdir", flag_values=fv)
+    flags.DEFINE_string("out", None, "bundle directory (default: WORKDIR/export)", flag_values=fv)
+    flags.DEFINE_integer("step", None, "checkpoint step (default: latest)", flag_values=fv)
+
+  fv = _parse(argv, define)
+  _require(fv, "workdir")
+  export_workdir(fv.workdir, fv.out, fv.step)
+
+
+# ----- sample -----------------------------------------------------------------------------------------------------
+
+
+def cmd_sample(argv):
+  def define(fv):
+    flags.DEFINE_string("sampler", None, "exported sampler bundle", flag_values=fv)
+    flags.DEFINE_integer("num", None, "number of samples", flag_values=fv)
+    flags.DEFINE_string("out", None, "output .npz (key 'samples', plus 'labels' for conditional models)",
+                        flag_values=fv)
+    flags.DEFINE_integer("steps", None, "sampler steps (default: the bundle's)", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "random seed; sample i uses fold_in(key(seed), i)", flag_values=fv)
+    flags.DEFINE_list("labels", None, "class labels (one, repeated, or one per sample)", flag_values=fv)
+
+  fv = _parse(argv, define)
+  _require(fv, "sampler", "num", "out")
+  import jax
+  import numpy as np
+
+  import samplers
+
+  s = samplers.load(fv.sampler)
+  labels = None
+  if fv.labels:
+    labels = np.array([int(v) for v in fv.labels], np.int32)
+    labels = np.resize(labels, fv.num)
+  start = time.time()
+  x = s.sample(jax.random.key(fv.seed), fv.num, steps=fv.steps, labels=labels)
+  elapsed = time.time() - start
+  out = {"samples": x}
+  if s.num_classes:
+    from distill.generation import default_labels
+
+    out["labels"] = labels if labels is not None else default_labels(np.arange(fv.num), s.num_classes)
+  os.makedirs(os.path.dirname(os.path.abspath(fv.out)), exist_ok=True)
+  np.savez(fv.out, **out)
+  print(f"wrote {fv.num} samples {x.shape} {x.dtype} to {fv.out} "
+        f"({s.nfe(fv.steps)} NFE, {elapsed:.1f}s, {fv.num / elapsed:.0f} samples/s)")
+
+
+# ----- eval -------------------------------------------------------------------------------------------------------
+
+
+def evaluate_sampler(sampler, data_source: str, num: int, steps_list, seed: int = 0, plot_dir: str | None = None):
+  """Rows {steps, nfe, seconds, metrics...} for each step count; 2-D data: energy distance and sliced W2 against
+  fresh data with the data-vs-data floor; images: a PNG grid per step count."""
+  import jax
+
+  from distill import data as data_lib
+  from distill.evaluation import save_image_grid, save_scatter, two_sample_report
+
+  source = data_lib.make_source(data_source, seed) if sampler.kind == "points" else None
+  rows = []
+  for steps in steps_list:
+    start = time.time()
+    x = sampler.sample(jax.random.key(seed), num, steps=steps)
+    row = {"steps": steps, "nfe": sampler.nfe(steps), "seconds": round(time.time() - start, 3)}
+    if source is not None:
+      row.update(two_sample_report(x, source.sample(num, seed=1000 + seed)["x"],
+                                   source.sample(num, seed=2000 + seed)["x"]))
+    if plot_dir:
+      os.makedirs(plot_dir, exist_ok=True)
+      path = os.path.join(plot_dir, f"samples_{steps}steps.png")
+      if source is not None and x.shape[1] == 2:
+        save_scatter(path, {"data": source.sample(num, seed=1000 + seed)["x"], f"{steps} steps": x})
+      elif source is None:
+        save_image_grid(path, x[:64])
+      row["plot"] = path
+    rows.append(row)
+  return rows
+
+
+def format_table(rows) -> str:
+  keys = [k for k in rows[0] if k != "plot"]
+  lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+  for r in rows:
+    lines.append("| " + " | ".join(f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |")
+  return "\n".join(lines)
+
+
+def cmd_eval(argv):
+  def define(fv):
+    flags.DEFINE_string("workdir", None, "training workdir (exported to WORKDIR/export first)", flag_values=fv)
+    flags.DEFINE_string("sampler", None, "exported sampler bundle", flag_values=fv)
+    flags.DEFINE_string("data", None, "reference data source (default: the one the model was trained on)",
+                        flag_values=fv)
+    flags.DEFINE_integer("num", 4000, "samples per evaluation", flag_values=fv)
+    flags.DEFINE_list("steps", None, "sampler step counts to evaluate (default: the bundle's)", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "random seed", flag_values=fv)
+    flags.DEFINE_string("json", None, "write the rows as JSON here", flag_values=fv)
+    flags.DEFINE_string("plots", None, "folder for plots (default: next to the bundle)", flag_values=fv)
+
+  fv = _parse(argv, define)
+  from distill.errors import UserError
+
+  if bool(fv.workdir) == bool(fv.sampler):
+    raise UserError("give exactly one of --workdir and --sampler")
+  import samplers
+
+  bundle = fv.sampler or export_workdir(fv.workdir)
+  s = samplers.load(bundle)
+  data_source = fv.data or s.meta.get("provenance", {}).get("data_source")
+  if s.kind == "points" and not data_source:
+    raise UserError("this bundle does not record its data source: pass --data")
+  steps = [int(v) for v in fv.steps] if fv.steps else [s.default_steps]
+  rows = evaluate_sampler(s, data_source, fv.num, steps, fv.seed, fv.plots or os.path.join(bundle, "plots"))
+  print(format_table(rows))
+  for r in rows:
+    if "plot" in r:
+      print(f"plot ({r['steps']} steps): {r['plot']}")
+  if fv.json:
+    with open(fv.json, "w") as f:
+      json.dump(rows, f, indent=2)
+
+
+# ----- entry point ------------------------------------------------------------------------------------------------
+
+
+def cmd_quickstart(argv):
+  def define(fv):
+    flags.DEFINE_string("workdir", "runs/quickstart", "where the run, bundle and plots go", flag_values=fv)
+    flags.DEFINE_string("data", "toy:checkerboard", "2-D data source", flag_values=fv)
+
+  fv = _parse(argv, define)
+  from distill import quickstart
+
+  quickstart.main(fv.workdir, fv.data)
+
+
+COMMANDS = {"train": cmd_train, "export": cmd_export, "sample": cmd_sample, "eval": cmd_eval,
+            "quickstart": cmd_quickstart}
+
+
+def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if not argv or argv[0] in ("-h", "--help", "help"):
+    print(USAGE)
+    return 0
+  if argv[0] not in COMMANDS:
+    print(f"distill: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+    return 2
+  from distill.errors import UserError
+
+  try:
+    _setup_jax()
+    COMMANDS[argv[0]](argv[1:])
+  except (UserError, ValueError) as e:  # ValueError: config problems found while building (objective, data...)
+    if os.environ.get("DISTILL_DEBUG"):
+      raise
+    print(f"distill {argv[0]}: error: {e}", file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
