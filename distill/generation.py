@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import samplers
@@ -32,6 +33,13 @@ def sigma_grid(sampler_config, steps: int | None = None) -> np.ndarray:
 def default_labels(indices: np.ndarray, num_classes: int) -> np.ndarray:
   """Balanced labels for class-conditional sampling when none are given: index mod num_classes."""
   return (indices % num_classes).astype(np.int32)
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+  """The full value of a (possibly multi-process) sharded array on every process."""
+  if x.is_fully_addressable:
+    return np.asarray(jax.device_get(x))
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 class Generator:
@@ -89,7 +97,7 @@ class Generator:
       pad = self.chunk - len(idx)
       idx_p = np.concatenate([idx, np.full(pad, idx[-1], np.int32)])  # padded rows are dropped below
       lab_p = None if labels is None else np.concatenate([labels[start:start + self.chunk], np.zeros(pad, np.int32)])
-      put = lambda a: jax.device_put(a, self.batch_sharding)
+      put = lambda a: jax.make_array_from_callback(a.shape, self.batch_sharding, lambda i: a[i])
       res = fn(params, key, put(idx_p), None if lab_p is None else put(lab_p))
-      out.append(np.asarray(jax.device_get(res))[:len(idx)])
+      out.append(_to_host(res)[:len(idx)])
     return np.concatenate(out, axis=0)

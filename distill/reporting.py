@@ -83,6 +83,6 @@ class Progress:
     shown = " | ".join(f"{k} {v:.4g}" for k, v in scalars.items() if k.endswith("loss"))
     if jax.process_index() == 0:
       print(f"step {step}/{self.num_steps} ({100 * step // max(self.num_steps, 1)}%) | {shown} | "
-            f"{rate:.1f} steps/s, {rate * self.batch_size / 1e3:.1f}k items/s | "
+            f"{rate:.2f} steps/s, {rate * self.batch_size:.0f} items/s | "
             f"ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}", file=self.stream, flush=True)
     return rate

@@ -8,36 +8,36 @@ from samplers.student import multistep_student
 
 
 def sample_keys(key, indices):
-    """One key per sample: fold_in(key, i) for each global int32 index i. Returns (B,) keys."""
-    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(indices, jnp.int32))
+  """One key per sample: fold_in(key, i) for each global int32 index i. Returns (B,) keys."""
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(indices, jnp.int32))
 
 
 def initial_noise(keys, shape):
-    """(B, *shape) standard normals; row i from normal(fold_in(keys[i], 0), shape)."""
-    return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), shape))(keys)
+  """(B, *shape) standard normals; row i from normal(fold_in(keys[i], 0), shape)."""
+  return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), shape))(keys)
 
 
 def renoise(keys, k, shape):
-    """(B, *shape) standard normals for the student's k-th re-noise draw (fold_in(keys[i], k+1))."""
-    return jax.vmap(lambda key: jax.random.normal(jax.random.fold_in(key, k + 1), shape))(keys)
+  """(B, *shape) standard normals for the student's k-th re-noise draw (fold_in(keys[i], k+1))."""
+  return jax.vmap(lambda key: jax.random.normal(jax.random.fold_in(key, k + 1), shape))(keys)
 
 
 def solve(denoise, key, indices, shape, sigmas, solver="heun", cond=None):
-    """Draw float32 (B, *shape) samples for global sample `indices`, integrating from sigmas[0] to the end.
+  """Draw float32 (B, *shape) samples for global sample `indices`, integrating from sigmas[0] to the end.
 
     x = sigmas[0] * initial_noise, then SOLVERS[solver]; solver="student" runs multistep_student
     with renoise draws (its sigmas must then be concrete, e.g. a numpy grid).
     """
-    keys = sample_keys(key, indices)
-    noise = initial_noise(keys, shape)
-    if solver == "student":
-        levels = np.asarray(sigmas, np.float32)
-        levels = levels[:-1] if levels[-1] == 0 else levels
-        noises = jax.vmap(lambda k: renoise(keys, k, shape))(jnp.arange(len(levels) - 1))
-        out = multistep_student(denoise, levels[0] * noise, levels, noises, cond)
-    elif solver in SOLVERS:
-        sigmas = jnp.asarray(sigmas, jnp.float32)
-        out = SOLVERS[solver](denoise, sigmas[0] * noise, sigmas, cond)
-    else:
-        raise ValueError(f"unknown solver {solver!r}; valid: {', '.join([*SOLVERS, 'student'])}")
-    return out.astype(jnp.float32)
+  keys = sample_keys(key, indices)
+  noise = initial_noise(keys, shape)
+  if solver == "student":
+    levels = np.asarray(sigmas, np.float32)
+    levels = levels[:-1] if levels[-1] == 0 else levels
+    noises = jax.vmap(lambda k: renoise(keys, k, shape))(jnp.arange(len(levels) - 1))
+    out = multistep_student(denoise, levels[0] * noise, levels, noises, cond)
+  elif solver in SOLVERS:
+    sigmas = jnp.asarray(sigmas, jnp.float32)
+    out = SOLVERS[solver](denoise, sigmas[0] * noise, sigmas, cond)
+  else:
+    raise ValueError(f"unknown solver {solver!r}; valid: {', '.join([*SOLVERS, 'student'])}")
+  return out.astype(jnp.float32)

@@ -8,36 +8,36 @@ import numpy as np
 
 
 def _as_cloud(a: np.ndarray, name: str) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    if a.ndim != 2:
-        raise ValueError(f"{name} must have shape (n, d), got {a.shape}")
-    return a
+  a = np.asarray(a, dtype=np.float64)
+  if a.ndim != 2:
+    raise ValueError(f"{name} must have shape (n, d), got {a.shape}")
+  return a
 
 
 def _pairwise_distance_sum(a: np.ndarray, b: np.ndarray, block_size: int) -> float:
-    """Sum of Euclidean distances |a_i - b_j| over all pairs, in square tiles.
+  """Sum of Euclidean distances |a_i - b_j| over all pairs, in square tiles.
 
     When `a is b`, the diagonal pairs (i, i) are left out, so rounding in the
     Gram-matrix formula cannot leave a small positive |a_i - a_i|.
     """
-    same = a is b
-    a_sq = np.einsum("ij,ij->i", a, a)
-    b_sq = a_sq if same else np.einsum("ij,ij->i", b, b)
-    total = 0.0
-    for i in range(0, len(a), block_size):
-        a_blk = a[i:i + block_size]
-        for j in range(0, len(b), block_size):
-            b_blk = b[j:j + block_size]
-            sq = a_sq[i:i + block_size, None] + b_sq[None, j:j + block_size] - 2.0 * a_blk @ b_blk.T
-            dist = np.sqrt(np.maximum(sq, 0.0))
-            if same and i == j:
-                np.fill_diagonal(dist, 0.0)
-            total += dist.sum()
-    return float(total)
+  same = a is b
+  a_sq = np.einsum("ij,ij->i", a, a)
+  b_sq = a_sq if same else np.einsum("ij,ij->i", b, b)
+  total = 0.0
+  for i in range(0, len(a), block_size):
+    a_blk = a[i:i + block_size]
+    for j in range(0, len(b), block_size):
+      b_blk = b[j:j + block_size]
+      sq = a_sq[i:i + block_size, None] + b_sq[None, j:j + block_size] - 2.0 * a_blk @ b_blk.T
+      dist = np.sqrt(np.maximum(sq, 0.0))
+      if same and i == j:
+        np.fill_diagonal(dist, 0.0)
+      total += dist.sum()
+  return float(total)
 
 
 def energy_distance(x: np.ndarray, y: np.ndarray, block_size: int = 1024) -> float:
-    """Squared energy distance 2 E|X-Y| - E|X-X'| - E|Y-Y'| between x (n, d) and y (m, d).
+  """Squared energy distance 2 E|X-Y| - E|X-X'| - E|Y-Y'| between x (n, d) and y (m, d).
 
     This is the energy distance between the two empirical measures (V-statistic:
     every term averages all pairs, the zero diagonal included), so it is >= 0,
@@ -46,35 +46,35 @@ def energy_distance(x: np.ndarray, y: np.ndarray, block_size: int = 1024) -> flo
     Pairwise distances are computed in (block_size, block_size) tiles, so memory
     stays O(block_size**2) for any n, m.
     """
-    x, y = _as_cloud(x, "x"), _as_cloud(y, "y")
-    n, m = len(x), len(y)
-    if x.shape[1] != y.shape[1] or n < 2 or m < 2:
-        raise ValueError(f"need (n>=2, d) and (m>=2, d) clouds, got {x.shape} and {y.shape}")
-    xy = _pairwise_distance_sum(x, y, block_size) / (n * m)
-    xx = _pairwise_distance_sum(x, x, block_size) / (n * n)
-    yy = _pairwise_distance_sum(y, y, block_size) / (m * m)
-    return 2.0 * xy - xx - yy
+  x, y = _as_cloud(x, "x"), _as_cloud(y, "y")
+  n, m = len(x), len(y)
+  if x.shape[1] != y.shape[1] or n < 2 or m < 2:
+    raise ValueError(f"need (n>=2, d) and (m>=2, d) clouds, got {x.shape} and {y.shape}")
+  xy = _pairwise_distance_sum(x, y, block_size) / (n * m)
+  xx = _pairwise_distance_sum(x, x, block_size) / (n * n)
+  yy = _pairwise_distance_sum(y, y, block_size) / (m * m)
+  return 2.0 * xy - xx - yy
 
 
 def random_directions(d: int, num: int, seed: int = 0) -> np.ndarray:
-    """Unit vectors drawn uniformly from the sphere in R^d, shape (num, d), float64."""
-    g = np.random.default_rng(seed).standard_normal((num, d))
-    return g / np.linalg.norm(g, axis=1, keepdims=True)
+  """Unit vectors drawn uniformly from the sphere in R^d, shape (num, d), float64."""
+  g = np.random.default_rng(seed).standard_normal((num, d))
+  return g / np.linalg.norm(g, axis=1, keepdims=True)
 
 
 def _quantiles(sorted_proj: np.ndarray, k: int) -> np.ndarray:
-    """Empirical quantiles at the levels u_i = (i + 1/2) / k, i < k, of each column.
+  """Empirical quantiles at the levels u_i = (i + 1/2) / k, i < k, of each column.
 
     Q(u) = sorted[floor(u * n)], evaluated in integer arithmetic; for k = n this
     is the sorted array itself.
     """
-    n = len(sorted_proj)
-    idx = (2 * np.arange(k) + 1) * n // (2 * k)
-    return sorted_proj[idx]
+  n = len(sorted_proj)
+  idx = (2 * np.arange(k) + 1) * n // (2 * k)
+  return sorted_proj[idx]
 
 
 def sliced_wasserstein2(x: np.ndarray, y: np.ndarray, num_projections: int = 256, seed: int = 0) -> float:
-    """Sliced 2-Wasserstein distance between x (n, d) and y (m, d).
+  """Sliced 2-Wasserstein distance between x (n, d) and y (m, d).
 
     SW2 = sqrt(mean over directions theta of W2^2(<theta, x>, <theta, y>)), the
     directions being `random_directions(d, num_projections, seed)`. Each 1-D W2^2
@@ -83,20 +83,24 @@ def sliced_wasserstein2(x: np.ndarray, y: np.ndarray, num_projections: int = 256
     difference of the sorted projections, and it is exact whenever the larger size
     is a multiple of the smaller one (otherwise a midpoint-rule approximation).
     """
-    x, y = _as_cloud(x, "x"), _as_cloud(y, "y")
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"dimension mismatch: {x.shape} vs {y.shape}")
-    theta = random_directions(x.shape[1], num_projections, seed)
-    px = np.sort(x @ theta.T, axis=0)
-    py = np.sort(y @ theta.T, axis=0)
-    k = max(len(px), len(py))
-    w2_sq = np.mean((_quantiles(px, k) - _quantiles(py, k)) ** 2, axis=0)
-    return float(np.sqrt(np.mean(w2_sq)))
+  x, y = _as_cloud(x, "x"), _as_cloud(y, "y")
+  if x.shape[1] != y.shape[1]:
+    raise ValueError(f"dimension mismatch: {x.shape} vs {y.shape}")
+  theta = random_directions(x.shape[1], num_projections, seed)
+  px = np.sort(x @ theta.T, axis=0)
+  py = np.sort(y @ theta.T, axis=0)
+  k = max(len(px), len(py))
+  w2_sq = np.mean((_quantiles(px, k) - _quantiles(py, k))**2, axis=0)
+  return float(np.sqrt(np.mean(w2_sq)))
 
 
-def two_sample_report(samples: np.ndarray, fresh_a: np.ndarray, fresh_b: np.ndarray,
-                      num_projections: int = 256, seed: int = 0, block_size: int = 1024) -> dict[str, float]:
-    """Energy distance and SW2 of samples vs fresh_a, with their noise floors.
+def two_sample_report(samples: np.ndarray,
+                      fresh_a: np.ndarray,
+                      fresh_b: np.ndarray,
+                      num_projections: int = 256,
+                      seed: int = 0,
+                      block_size: int = 1024) -> dict[str, float]:
+  """Energy distance and SW2 of samples vs fresh_a, with their noise floors.
 
     All three clouds have shape (n, d) with the same n; fresh_a and fresh_b are
     independent draws from the data distribution. `energy` and `sw2` compare
@@ -104,11 +108,11 @@ def two_sample_report(samples: np.ndarray, fresh_a: np.ndarray, fresh_b: np.ndar
     fresh_b, i.e. the values a perfect sampler would get at this sample size.
     Both SW2 values use the same projection directions.
     """
-    if not len(samples) == len(fresh_a) == len(fresh_b):
-        raise ValueError(f"sizes differ: {len(samples)}, {len(fresh_a)}, {len(fresh_b)}")
-    return {
-        "energy": energy_distance(samples, fresh_a, block_size),
-        "sw2": sliced_wasserstein2(samples, fresh_a, num_projections, seed),
-        "energy_floor": energy_distance(fresh_a, fresh_b, block_size),
-        "sw2_floor": sliced_wasserstein2(fresh_a, fresh_b, num_projections, seed),
-    }
+  if not len(samples) == len(fresh_a) == len(fresh_b):
+    raise ValueError(f"sizes differ: {len(samples)}, {len(fresh_a)}, {len(fresh_b)}")
+  return {
+      "energy": energy_distance(samples, fresh_a, block_size),
+      "sw2": sliced_wasserstein2(samples, fresh_a, num_projections, seed),
+      "energy_floor": energy_distance(fresh_a, fresh_b, block_size),
+      "sw2_floor": sliced_wasserstein2(fresh_a, fresh_b, num_projections, seed),
+  }
