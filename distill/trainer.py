@@ -151,7 +151,7 @@ class Trainer:
     updates, new_opt = self.txs[name].update(grads, state.opt_state[name], params[name])
     new_params = optax.apply_updates(params[name], updates)
     new_ema = optax.incremental_update(new_params, state.ema[name], 1.0 - ema_decay(self.ema_config, state.step))
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new_params)
     old = (params[name], state.opt_state[name], state.ema[name])
     kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), (new_params, new_opt, new_ema), old)

@@ -35,7 +35,8 @@ def _flow_matching(config, data_spec, teacher):
 def _two_network_demo(config, data_spec, teacher):
   net = network_from_config(config.model, config.parameterization, data_spec)
   b_optim = config.optim.to_dict() | {"learning_rate": config.objective.b_learning_rate}
-  groups = {"a": ParamGroup(net, config.optim.to_dict()),
+  init_a = "teacher" if config.objective.get("a_from_teacher", False) else "random"
+  groups = {"a": ParamGroup(net, config.optim.to_dict(), init=init_a),
             "b": ParamGroup(net, b_optim, every=config.objective.b_every, offset=config.objective.b_every - 1)}
   return TwoNetworkDemo(groups=groups, teacher_network=None if teacher is None else teacher.network)
 
