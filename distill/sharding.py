@@ -41,11 +41,29 @@ def logical_rules(rules) -> tuple:
 
 
 def param_shardings(abstract_params: nnx.State, mesh, rules) -> nnx.State:
-  """NamedShardings for a network's parameters from their logical annotations and the rules."""
+  """NamedShardings for a network's parameters from their logical annotations and the rules.
+
+  A dimension that the mapped mesh axes do not divide (e.g. a 1-channel output conv under fsdp = 2) is replicated
+  instead, so FSDP works for any parameter shape.
+  """
   with nnx.logical_axis_rules(logical_rules(rules)):
     specs = nnx.get_partition_spec(abstract_params)
-  return jax.tree.map(lambda spec: NamedSharding(mesh, spec if spec is not None else P()), specs,
-                      is_leaf=lambda x: isinstance(x, P) or x is None)
+  is_spec = lambda x: isinstance(x, P) or x is None
+  spec_leaves, treedef = jax.tree.flatten(specs, is_leaf=is_spec)
+  shardings = [NamedSharding(mesh, _divisible_spec(spec, leaf.shape, mesh))
+               for spec, leaf in zip(spec_leaves, jax.tree.leaves(abstract_params))]
+  return jax.tree.unflatten(treedef, shardings)
+
+
+def _divisible_spec(spec, shape, mesh) -> P:
+  if spec is None:
+    return P()
+  entries = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    size = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+    entries.append(axes if size > 1 and dim % size == 0 else None)
+  return P(*entries)
 
 
 def match_tree_shardings(tree, reference_structure, reference_shardings, mesh):

@@ -48,6 +48,14 @@ def group_norm(channels: int, *, rngs: nnx.Rngs) -> nnx.GroupNorm:
       rngs=rngs)
 
 
+def layer_norm(features: int, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
+  return nnx.LayerNorm(
+      features,
+      scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("norm",)),
+      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("norm",)),
+      rngs=rngs)
+
+
 def label_embedding(num_classes: int, dim: int, *, rngs: nnx.Rngs) -> nnx.Embed:
   """Embeds labels 0..num_classes-1 plus the null label num_classes (used by classifier-free guidance)."""
   return nnx.Embed(

@@ -23,7 +23,7 @@ class MLP(nnx.Module):
     self.hidden = nnx.List([layers.dense(width, width, rngs=rngs) for _ in range(depth)])
     self.emb_proj = nnx.List([layers.dense(emb_dim, width, rngs=rngs) for _ in range(depth)])
     self.hidden_out = nnx.List([layers.dense(width, width, rngs=rngs, init_scale=0.2) for _ in range(depth)])
-    self.norm_out = nnx.LayerNorm(width, rngs=rngs)
+    self.norm_out = layers.layer_norm(width, rngs=rngs)
     self.out = layers.dense(width, dim, rngs=rngs, init_scale=0.0)
 
   def __call__(self, x_in, c_noise, labels=None, *, train: bool = False, rng=None):
