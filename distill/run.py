@@ -110,8 +110,9 @@ def train(config, workdir: str, overwrite: bool = False) -> TrainState:
       if tc.eval_every and (done % tc.eval_every == 0 or done == tc.num_steps):
         report = evaluate(run, state, done, os.path.join(workdir, "plots"), config.eval.num_samples)
         writer.write_scalars(done, {f"eval/{k}": v for k, v in report.items() if k != "plot"})
-        print(f"eval step {done}: " + ", ".join(f"{k} {v:.4g}" for k, v in report.items() if k != "plot")
-              + (f" | plot {report['plot']}" if "plot" in report else ""), flush=True)
+        shown = [f"{k} {v:.4g}" for k, v in report.items() if k != "plot"]
+        shown += [f"plot {report['plot']}"] if "plot" in report else []
+        print(f"eval step {done}: " + " | ".join(shown), flush=True)
       if done % tc.ckpt_every == 0 or done == tc.num_steps:
         _check_finite(state, ckpts)
         ckpts.save(done, state, config.to_dict())
