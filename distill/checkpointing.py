@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from distill.errors import UserError
@@ -56,27 +57,32 @@ def config_differences(saved: dict, current: dict) -> list[str]:
 
 
 def prepare_workdir(workdir: str, config_dict: dict, overwrite: bool) -> None:
-  """Create the workdir, or check that an existing run there has the same config (or wipe it if overwrite)."""
+  """Create the workdir, or check that an existing run there has the same config (or wipe it if overwrite).
+
+  Every process checks; only process 0 deletes or writes, and all processes wait for it.
+  """
   config_path = os.path.join(workdir, CONFIG_FILE)
-  if os.path.exists(config_path):
-    if overwrite:
+  if os.path.exists(config_path) and not overwrite:
+    try:
+      with open(config_path) as f:
+        saved = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+      raise UserError(f"{config_path} is unreadable ({e}); pass --overwrite to start a new run there") from None
+    diff = config_differences(saved, config_dict)
+    if diff:
+      shown = ", ".join(f"{k} ({_flatten(saved).get(k)!r} -> {_flatten(config_dict).get(k)!r})" for k in diff[:5])
+      raise UserError(f"workdir {workdir} holds a run with a different config: {shown}; "
+                      "use another workdir or pass --overwrite")
+  if jax.process_index() == 0:
+    if overwrite and os.path.exists(config_path):
       shutil.rmtree(workdir)
-    else:
-      try:
-        with open(config_path) as f:
-          saved = json.load(f)
-      except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{config_path} is unreadable ({e}); pass --overwrite to start a new run there") from None
-      diff = config_differences(saved, config_dict)
-      if diff:
-        shown = ", ".join(f"{k} ({_flatten(saved).get(k)!r} -> {_flatten(config_dict).get(k)!r})" for k in diff[:5])
-        raise UserError(f"workdir {workdir} holds a run with a different config: {shown}; "
-                        "use another workdir or pass --overwrite")
-  os.makedirs(workdir, exist_ok=True)
-  tmp = config_path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(config_dict, f, indent=2, sort_keys=True)
-  os.replace(tmp, config_path)
+    os.makedirs(workdir, exist_ok=True)
+    tmp = f"{config_path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+      json.dump(config_dict, f, indent=2, sort_keys=True)
+    os.replace(tmp, config_path)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("distill:prepare_workdir")
 
 
 class Checkpoints:

@@ -23,12 +23,16 @@ USAGE = __doc__
 
 
 def _parse(argv, define):
-  """Parse argv (without the subcommand) with a fresh absl FlagValues populated by `define`."""
+  """Parse argv (without the subcommand) with a fresh absl FlagValues populated by `define(fv, full_argv)`."""
+  full_argv = ["distill"] + list(argv)
   fv = flags.FlagValues()
-  define(fv)
+  define(fv, full_argv)
   try:
-    fv(["distill"] + list(argv))
-  except (flags.Error, KeyError, AttributeError, ValueError, TypeError, FileNotFoundError) as e:
+    fv(full_argv)
+  except (KeyError, AttributeError) as e:  # ml_collections: an override names a key the config does not have
+    key = next((a.split("=")[0][len("--config."):] for a in argv if a.startswith("--config.") and str(e).strip("'\"") in a), None)
+    raise _usage_error(f"unknown config key {key or e}") from None
+  except (flags.Error, ValueError, TypeError) as e:
     raise _usage_error(e) from None
   return fv
 
@@ -36,8 +40,8 @@ def _parse(argv, define):
 def _usage_error(e):
   from distill.errors import UserError
 
-  message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-  return UserError(message)
+  text = str(e).strip()
+  return UserError(text.splitlines()[0] if text else type(e).__name__)
 
 
 def _setup_jax():
@@ -72,12 +76,19 @@ def _maybe_initialize_distributed(fv):
 def cmd_train(argv):
   from ml_collections import config_flags
 
-  def define(fv):
-    config_flags.DEFINE_config_file("config", None, "config file (configs/*.py)", flag_values=fv, lock_config=True)
+  def define(fv, argv):
+    config_flags.DEFINE_config_file("config", None, "config file (configs/*.py)", flag_values=fv, lock_config=True,
+                                    sys_argv=argv)
     flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs, plots)", flag_values=fv)
     flags.DEFINE_bool("overwrite", False, "delete a different run in workdir instead of refusing", flag_values=fv)
     _distributed_flags(fv)
 
+  config_path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if config_path is None and "--config" in argv[:-1]:
+    config_path = argv[argv.index("--config") + 1]
+  if config_path is not None and not os.path.isfile(config_path.split(":")[0]):
+    from distill.errors import UserError
+    raise UserError(f"config file not found: {config_path}")
   fv = _parse(argv, define)
   config = _require(fv, "config", "workdir")
   _maybe_initialize_distributed(fv)
@@ -130,7 +141,7 @@ def export_workdir(workdir: str, out: str | None = None, step: int | None = None
 
 
 def cmd_export(argv):
-  def define(fv):
+  def define(fv, argv):
     flags.DEFINE_string("workdir", None, "training workdir", flag_values=fv)
     flags.DEFINE_string("out", None, "bundle directory (default: WORKDIR/export)", flag_values=fv)
     flags.DEFINE_integer("step", None, "checkpoint step (default: latest)", flag_values=fv)
@@ -144,7 +155,7 @@ def cmd_export(argv):
 
 
 def cmd_sample(argv):
-  def define(fv):
+  def define(fv, argv):
     flags.DEFINE_string("sampler", None, "exported sampler bundle", flag_values=fv)
     flags.DEFINE_integer("num", None, "number of samples", flag_values=fv)
     flags.DEFINE_string("out", None, "output .npz (key 'samples', plus 'labels' for conditional models)",
@@ -220,7 +231,7 @@ def format_table(rows) -> str:
 
 
 def cmd_eval(argv):
-  def define(fv):
+  def define(fv, argv):
     flags.DEFINE_string("workdir", None, "training workdir (exported to WORKDIR/export first)", flag_values=fv)
     flags.DEFINE_string("sampler", None, "exported sampler bundle", flag_values=fv)
     flags.DEFINE_string("data", None, "reference data source (default: the one the model was trained on)",
@@ -258,7 +269,7 @@ def cmd_eval(argv):
 
 
 def cmd_quickstart(argv):
-  def define(fv):
+  def define(fv, argv):
     flags.DEFINE_string("workdir", "runs/quickstart", "where the run, bundle and plots go", flag_values=fv)
     flags.DEFINE_string("data", "toy:checkerboard", "2-D data source", flag_values=fv)
 

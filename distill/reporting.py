@@ -71,7 +71,7 @@ def read_metrics(workdir: str) -> list[dict]:
 class Progress:
   """Prints `step 200/2000 (10%) | a/loss 0.1234 | 45.1 steps/s, 11.5k items/s | ETA 0:00:40` lines."""
 
-  def __init__(self, num_steps: int, start_step: int, batch_size: int, stream=sys.stdout):
+  def __init__(self, num_steps: int, start_step: int, batch_size: int, stream=None):
     self.num_steps, self.batch_size, self.stream = num_steps, batch_size, stream
     self._t, self._step = time.time(), start_step
 
@@ -84,5 +84,5 @@ class Progress:
     if jax.process_index() == 0:
       print(f"step {step}/{self.num_steps} ({100 * step // max(self.num_steps, 1)}%) | {shown} | "
             f"{rate:.2f} steps/s, {rate * self.batch_size:.0f} items/s | "
-            f"ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}", file=self.stream, flush=True)
+            f"ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}", file=self.stream or sys.stdout, flush=True)
     return rate

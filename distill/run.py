@@ -82,8 +82,8 @@ def _check_finite(state: TrainState, ckpts: checkpointing.Checkpoints) -> None:
 
 def train(config, workdir: str, overwrite: bool = False) -> TrainState:
   """Train (or resume) the run described by `config` in `workdir`; returns the final state."""
+  run = build_run(config)  # validates the config before anything is written to the workdir
   checkpointing.prepare_workdir(workdir, config.to_dict(), overwrite)
-  run = build_run(config)
   tc = config.train
   ckpts = checkpointing.Checkpoints(workdir, tc.keep_last, tc.keep_every)
   state = _restore_or_init(run, ckpts)
