@@ -92,12 +92,14 @@ class Generator:
         raise ValueError(f"labels must have shape ({num},), got {labels.shape}")
     elif labels is not None:
       raise ValueError("this model is unconditional: labels must be None")
+    # Batches of at most `self.chunk`, padded only up to a multiple of the device count.
+    chunk = min(self.chunk, -(-num // self.mesh.size) * self.mesh.size)
     out = []
-    for start in range(0, num, self.chunk):
-      idx = indices[start:start + self.chunk]
-      pad = self.chunk - len(idx)
+    for start in range(0, num, chunk):
+      idx = indices[start:start + chunk]
+      pad = chunk - len(idx)
       idx_p = np.concatenate([idx, np.full(pad, idx[-1], np.int32)])  # padded rows are dropped below
-      lab_p = None if labels is None else np.concatenate([labels[start:start + self.chunk], np.zeros(pad, np.int32)])
+      lab_p = None if labels is None else np.concatenate([labels[start:start + chunk], np.zeros(pad, np.int32)])
       put = lambda a: jax.make_array_from_callback(a.shape, self.batch_sharding, lambda i: a[i])
       res = fn(params, key, put(idx_p), None if lab_p is None else put(lab_p))
       out.append(_to_host(res)[:len(idx)])
