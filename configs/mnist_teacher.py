@@ -1,9 +1,10 @@
-"""MNIST teacher sized for a 2-core CPU: 0.6M-parameter U-Net (16-32-64), flow matching, Euler 50 steps.
+"""MNIST teacher sized for a 2-core CPU: 0.6M-parameter U-Net (16-32-64, attention only in the middle block),
+flow matching, Euler 50 steps.
 
   distill train --config configs/mnist_teacher.py --workdir runs/mnist \
       --config.data.source=npz:../shared/data/mnist10k.npz      # or tfds:mnist where it is available
 
-Default budget: 2000 steps x 64 images = 128k images (about 15-25 minutes here). Pass
+Default budget: 2000 steps x 64 images = 128k images (about 32 minutes on this 2-core CPU, ~68 images/s). Pass
 --config.model.conditional=True --config.objective.label_dropout=0.1 for a class-conditional model that supports
 classifier-free guidance (--config.sampler.guidance=2.0).
 """
@@ -16,7 +17,7 @@ from configs import common
 def get_config():
   c = common.base()
   c.data = ml_collections.ConfigDict(dict(source="tfds:mnist", batch_size=64, flip=False))
-  c.model = ml_collections.ConfigDict(dict(name="unet", channels=(16, 32, 64), num_blocks=1, attn_resolutions=(7,),
+  c.model = ml_collections.ConfigDict(dict(name="unet", channels=(16, 32, 64), num_blocks=1, attn_resolutions=(),
                                            dropout=0.0, noise_scale=1.0, conditional=False))
   c.optim.learning_rate = 2e-3
   c.optim.warmup_steps = 200
