@@ -1,5 +1,6 @@
 """What a user sees during training: clu metric writers (TensorBoard + log), a metrics JSON-lines file, and a
-one-line progress report with rate and ETA. Only process 0 writes files."""
+one-line progress report with rate and ETA on stdout (clu's ReportProgress also logs steps/s to the writers).
+Only process 0 writes files."""
 
 from __future__ import annotations
 

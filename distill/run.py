@@ -8,6 +8,7 @@ import os
 
 import jax
 import numpy as np
+from clu import periodic_actions
 
 from distill import checkpointing, data as data_lib, objectives, reporting
 from distill import sharding as sharding_lib
@@ -91,6 +92,8 @@ def train(config, workdir: str, overwrite: bool = False) -> TrainState:
   teacher_params = run.trainer.teacher_params()
   writer = reporting.create_writer(workdir)
   progress = reporting.Progress(tc.num_steps, start, config.data.batch_size)
+  report_progress = periodic_actions.ReportProgress(num_train_steps=tc.num_steps, writer=writer,
+                                                    every_steps=tc.log_every)
   pending = []
   if start == 0:
     writer.write_hparams({"params/" + k: sum(int(x.size) for x in jax.tree.leaves(v))
@@ -101,11 +104,12 @@ def train(config, workdir: str, overwrite: bool = False) -> TrainState:
       state, metrics = run.trainer.step(state, teacher_params, sharding_lib.global_batch(local, run.mesh))
       pending.append(metrics)
       done = step + 1
+      report_progress(done)
       if done % tc.log_every == 0 or done == tc.num_steps:
         _check_finite(state, ckpts)
         scalars = _average(jax.device_get(pending))
         pending = []
-        scalars["steps_per_sec"] = progress.report(done, scalars)
+        progress.report(done, scalars)
         writer.write_scalars(done, scalars)
       if tc.eval_every and (done % tc.eval_every == 0 or done == tc.num_steps):
         report = evaluate(run, state, done, os.path.join(workdir, "plots"), config.eval.num_samples)
