@@ -53,12 +53,14 @@ class JsonlWriter(metric_writers.MetricWriter):
     pass
 
 
-def create_writer(workdir: str) -> metric_writers.MetricWriter:
-  """TensorBoard events + absl logging (clu's default writer) + metrics.jsonl, on process 0 only."""
+def create_writers(workdir: str) -> tuple[metric_writers.MetricWriter, metric_writers.MetricWriter]:
+  """(metrics writer, progress writer). Metrics go to TensorBoard events + absl logging (clu's default writer) and
+  metrics.jsonl; clu's ReportProgress (steps/s, uptime) goes to the default writer only. Files on process 0 only."""
   if jax.process_index() > 0:
-    return metric_writers.create_default_writer(workdir, just_logging=True, asynchronous=False)
+    default = metric_writers.create_default_writer(workdir, just_logging=True, asynchronous=False)
+    return default, default
   default = metric_writers.create_default_writer(workdir, asynchronous=False)
-  return metric_writers.MultiWriter([default, JsonlWriter(os.path.join(workdir, METRICS_FILE))])
+  return metric_writers.MultiWriter([default, JsonlWriter(os.path.join(workdir, METRICS_FILE))]), default
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -90,9 +90,9 @@ def train(config, workdir: str, overwrite: bool = False) -> TrainState:
   state = _restore_or_init(run, ckpts)
   start = int(jax.device_get(state.step))
   teacher_params = run.trainer.teacher_params()
-  writer = reporting.create_writer(workdir)
+  writer, progress_writer = reporting.create_writers(workdir)
   progress = reporting.Progress(tc.num_steps, start, config.data.batch_size)
-  report_progress = periodic_actions.ReportProgress(num_train_steps=tc.num_steps, writer=writer,
+  report_progress = periodic_actions.ReportProgress(num_train_steps=tc.num_steps, writer=progress_writer,
                                                     every_steps=tc.log_every)
   pending = []
   if start == 0:

@@ -94,10 +94,11 @@ def test_samples_use_per_sample_keys(points_bundle):
   np.testing.assert_array_equal(s.sample(key, 8, steps=4), full[:8])
   np.testing.assert_array_equal(s.sample(key, 1, steps=4), full[:1])
   # Across the generator's chunk boundary (1000 rows): rows 1000.. equal a generation starting at index 1000.
+  # A different batch shape may make XLA pick different kernels, so equality is up to float rounding there.
   big = s.sample(key, 1003, steps=4)
-  np.testing.assert_array_equal(big[:256], full)
+  np.testing.assert_allclose(big[:256], full, rtol=1e-4, atol=1e-4)
   tail = s._generator.generate(s.params, key, 3, 4, first_index=1000)
-  np.testing.assert_array_equal(big[1000:], tail)
+  np.testing.assert_allclose(big[1000:], tail, rtol=1e-4, atol=1e-4)
 
 
 def _largest_file(folder):
