@@ -90,7 +90,8 @@ def cmd_train(argv):
     from distill.errors import UserError
     raise UserError(f"config file not found: {config_path}")
   fv = _parse(argv, define)
-  config = _require(fv, "config", "workdir")
+  _require(fv, "config", "workdir")
+  config = fv.config
   _maybe_initialize_distributed(fv)
   from distill import run
 
@@ -105,7 +106,6 @@ def _require(fv, *names):
   for name in names:
     if fv[name].value is None:
       raise UserError(f"--{name} is required")
-  return fv.config if "config" in names else None
 
 
 # ----- export -----------------------------------------------------------------------------------------------------

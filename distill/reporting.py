@@ -78,7 +78,7 @@ class Progress:
     self.num_steps, self.batch_size, self.stream = num_steps, batch_size, stream
     self._t, self._step = time.time(), start_step
 
-  def report(self, step: int, scalars: dict) -> float:
+  def report(self, step: int, scalars: dict) -> None:
     now = time.time()
     rate = (step - self._step) / max(now - self._t, 1e-9)
     self._t, self._step = now, step
@@ -88,4 +88,3 @@ class Progress:
       print(f"step {step}/{self.num_steps} ({100 * step // max(self.num_steps, 1)}%) | {shown} | "
             f"{rate:.2f} steps/s, {rate * self.batch_size:.0f} items/s | "
             f"ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}", file=self.stream or sys.stdout, flush=True)
-    return rate

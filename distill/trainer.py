@@ -184,7 +184,3 @@ class Trainer:
                            first_bad_step=first_bad)
     return new_state, all_metrics
 
-
-def param_count(state: TrainState) -> dict[str, int]:
-  return {name: sum(int(x.size) for x in jax.tree.leaves(p)) for name, p in state.params.items()}
-
