@@ -195,6 +195,14 @@ class ArraySource(DataSource):
       batch["x"][flips] = batch["x"][flips, :, ::-1]
     return batch
 
+  def examples(self) -> dict[str, np.ndarray]:
+    """Every example as stored, in file order: {'x': uint8 NHWC images or float32 points, 'label': int32 when
+    labelled}. Used where the exact stored pixels matter (FID reference statistics, classifier training)."""
+    out = {"x": self._data}
+    if self._labels is not None:
+      out["label"] = self._labels.astype(np.int32)
+    return out
+
   def sample(self, n, seed):
     n_data = len(self._data)
     return self._gather(_rng(seed, stream=_EVAL_STREAM).choice(n_data, n, replace=n > n_data))

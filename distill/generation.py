@@ -36,7 +36,7 @@ def default_labels(indices: np.ndarray, num_classes: int) -> np.ndarray:
   return (indices % num_classes).astype(np.int32)
 
 
-def _to_host(x: jax.Array) -> np.ndarray:
+def to_host(x: jax.Array) -> np.ndarray:
   """The full value of a (possibly multi-process) sharded array on every process."""
   if x.is_fully_addressable:
     return np.asarray(jax.device_get(x))
@@ -102,5 +102,5 @@ class Generator:
       lab_p = None if labels is None else np.concatenate([labels[start:start + chunk], np.zeros(pad, np.int32)])
       put = lambda a: jax.make_array_from_callback(a.shape, self.batch_sharding, lambda i: a[i])
       res = fn(params, key, put(idx_p), None if lab_p is None else put(lab_p))
-      out.append(_to_host(res)[:len(idx)])
+      out.append(to_host(res)[:len(idx)])
     return np.concatenate(out, axis=0)
