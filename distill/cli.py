@@ -4,6 +4,9 @@
   distill export --workdir W [--out B] [--step N]
   distill sample --sampler B --num N --out S.npz [--steps K] [--seed S] [--labels 0,1,...]
   distill eval (--workdir W | --sampler B) [--data SOURCE] [--num N] [--steps 1,2,4] [--json OUT]
+  distill fid (--sampler B | --workdir W | --samples S.npz) [--features inception|classifier:C] [--ref R] [--num N]
+  distill fid stats --data SOURCE --out stats.npz [--features F]   |   distill fid convert-weights --pth P --out W
+  distill train-classifier --data npz:P.npz --out C
   distill quickstart [--workdir runs/quickstart]
 
 Flags are absl flags, config overrides are ml_collections `--config.key=value`. Problems with the input (unknown
@@ -22,7 +25,7 @@ from absl import flags
 USAGE = __doc__
 
 
-def _parse(argv, define):
+def parse_flags(argv, define):
   """Parse argv (without the subcommand) with a fresh absl FlagValues populated by `define(fv, full_argv)`."""
   full_argv = ["distill"] + list(argv)
   fv = flags.FlagValues()
@@ -89,8 +92,8 @@ def cmd_train(argv):
   if config_path is not None and not os.path.isfile(config_path.split(":")[0]):
     from distill.errors import UserError
     raise UserError(f"config file not found: {config_path}")
-  fv = _parse(argv, define)
-  _require(fv, "config", "workdir")
+  fv = parse_flags(argv, define)
+  require_flags(fv, "config", "workdir")
   config = fv.config
   _maybe_initialize_distributed(fv)
   from distill import run
@@ -100,7 +103,7 @@ def cmd_train(argv):
   print(f"trained to step {int(state.step)} in {time.time() - start:.1f}s; workdir {fv.workdir}")
 
 
-def _require(fv, *names):
+def require_flags(fv, *names):
   from distill.errors import UserError
 
   for name in names:
@@ -146,8 +149,8 @@ def cmd_export(argv):
     flags.DEFINE_string("out", None, "bundle directory (default: WORKDIR/export)", flag_values=fv)
     flags.DEFINE_integer("step", None, "checkpoint step (default: latest)", flag_values=fv)
 
-  fv = _parse(argv, define)
-  _require(fv, "workdir")
+  fv = parse_flags(argv, define)
+  require_flags(fv, "workdir")
   export_workdir(fv.workdir, fv.out, fv.step)
 
 
@@ -164,8 +167,8 @@ def cmd_sample(argv):
     flags.DEFINE_integer("seed", 0, "random seed; sample i uses fold_in(key(seed), i)", flag_values=fv)
     flags.DEFINE_list("labels", None, "class labels (one, repeated, or one per sample)", flag_values=fv)
 
-  fv = _parse(argv, define)
-  _require(fv, "sampler", "num", "out")
+  fv = parse_flags(argv, define)
+  require_flags(fv, "sampler", "num", "out")
   import jax
   import numpy as np
 
@@ -242,7 +245,7 @@ def cmd_eval(argv):
     flags.DEFINE_string("json", None, "write the rows as JSON here", flag_values=fv)
     flags.DEFINE_string("plots", None, "folder for plots (default: next to the bundle)", flag_values=fv)
 
-  fv = _parse(argv, define)
+  fv = parse_flags(argv, define)
   from distill.errors import UserError
 
   if bool(fv.workdir) == bool(fv.sampler):
@@ -273,14 +276,26 @@ def cmd_quickstart(argv):
     flags.DEFINE_string("workdir", "runs/quickstart", "where the run, bundle and plots go", flag_values=fv)
     flags.DEFINE_string("data", "toy:checkerboard", "2-D data source", flag_values=fv)
 
-  fv = _parse(argv, define)
+  fv = parse_flags(argv, define)
   from distill import quickstart
 
   quickstart.main(fv.workdir, fv.data)
 
 
-COMMANDS = {"train": cmd_train, "export": cmd_export, "sample": cmd_sample, "eval": cmd_eval,
-            "quickstart": cmd_quickstart}
+def cmd_fid(argv):
+  from distill import cli_fid
+
+  cli_fid.cmd_fid(argv)
+
+
+def cmd_train_classifier(argv):
+  from distill import cli_fid
+
+  cli_fid.cmd_train_classifier(argv)
+
+
+COMMANDS = {"train": cmd_train, "export": cmd_export, "sample": cmd_sample, "eval": cmd_eval, "fid": cmd_fid,
+            "train-classifier": cmd_train_classifier, "quickstart": cmd_quickstart}
 
 
 def main(argv=None) -> int:

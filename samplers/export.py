@@ -101,8 +101,9 @@ class ExportedSampler:
   def nfe(self, steps: int | None = None) -> int:
     return self._generator.nfe(steps or self.default_steps)
 
-  def sample(self, key, num: int, steps: int | None = None, labels=None) -> np.ndarray:
-    x = self._generator.generate(self.params, key, int(num), steps or self.default_steps, labels)
+  def sample(self, key, num: int, steps: int | None = None, labels=None, first_index: int = 0) -> np.ndarray:
+    """Samples first_index .. first_index + num - 1 (sample i from fold_in(key, i))."""
+    x = self._generator.generate(self.params, key, int(num), steps or self.default_steps, labels, first_index)
     if self.kind == "images":
       from distill.evaluation import to_uint8
       return to_uint8(x)
