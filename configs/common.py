@@ -28,7 +28,11 @@ def base() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict(dict(num_steps=1000, log_every=100, eval_every=0, ckpt_every=500,
                                            keep_last=2, keep_every=0))
-  c.eval = ml_collections.ConfigDict(dict(num_samples=2000))
+  # In-training FID (off when fid_every is 0): fid_num samples of the EMA model at fid_steps (0: the sampler's
+  # default) in fid_features ('inception', 'classifier:<folder>') against fid_ref (a data source or a
+  # `distill fid stats` file; '' = data.source). The best checkpoint by FID is kept in workdir/best.
+  c.eval = ml_collections.ConfigDict(dict(num_samples=2000, fid_every=0, fid_features="", fid_ref="", fid_num=1000,
+                                          fid_steps=0))
   c.sampler = ml_collections.ConfigDict(dict(solver="euler", grid="uniform_t", steps=100, t_eps=1e-3,
                                              sigma_min=0.002, sigma_max=80.0, rho=7.0, guidance=1.0))
 

@@ -1,6 +1,7 @@
 """Training checkpoints (every orbax call of the trainer lives here).
 
-Layout of a workdir: `config.json` (the resolved config of the run), `checkpoints/<step>/{state,config}`.
+Layout of a workdir: `config.json` (the resolved config of the run), `checkpoints/<step>/{state,config}`, and with
+in-training FID `best/<step>/...` (the best checkpoint by FID) and `best.json` ({step, fid}).
 Saves are asynchronous and atomic (orbax writes a temporary folder and renames it); keep-last-N plus every-K.
 Restoring takes an abstract state whose leaves carry shardings, so restored arrays are born sharded on whatever mesh
 the current run uses. Shapes are checked against the checkpoint's metadata first, naming the parameter that differs.
@@ -22,6 +23,7 @@ from distill.errors import UserError
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+BEST_DIR, BEST_FILE = "best", "best.json"
 
 # Keys that may change between the original run and a resumed one (they do not change the trained model).
 RESUMABLE_KEYS = ("train.num_steps", "train.log_every", "train.eval_every", "train.ckpt_every",
@@ -88,14 +90,14 @@ def prepare_workdir(workdir: str, config_dict: dict, overwrite: bool) -> None:
 class Checkpoints:
   """Orbax CheckpointManager for the train state (+ the config as JSON beside it)."""
 
-  def __init__(self, workdir: str, keep_last: int = 2, keep_every: int | None = None):
+  def __init__(self, workdir: str, keep_last: int = 2, keep_every: int | None = None, subdir: str = CHECKPOINT_DIR):
     policies = [preservation_policy.LatestN(keep_last)]
     if keep_every:
       policies.append(preservation_policy.EveryNSteps(keep_every))
     options = ocp.CheckpointManagerOptions(
         preservation_policy=preservation_policy.AnyPreservationPolicy(policies),
         enable_async_checkpointing=True, create=True, cleanup_tmp_directories=True)
-    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    self.directory = os.path.abspath(os.path.join(workdir, subdir))
     self.manager = ocp.CheckpointManager(
         self.directory, options=options,
         item_handlers={"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler()})
@@ -148,3 +150,34 @@ def read_config(workdir: str) -> dict:
     raise UserError(f"{workdir} is not a training workdir (no {CONFIG_FILE})")
   with open(path) as f:
     return json.load(f)
+
+
+class BestCheckpoint:
+  """Keeps the checkpoint with the lowest FID in `workdir/best` and its step and FID in `workdir/best.json`
+  (read back on resume, so the best survives restarts)."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.path = os.path.join(workdir, BEST_FILE)
+    self.step, self.fid = None, float("inf")
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        saved = json.load(f)
+      self.step, self.fid = saved["step"], saved["fid"]
+
+  def offer(self, step: int, fid: float, state: Any, config_dict: dict) -> bool:
+    """Save `state` if `fid` beats the best so far; returns whether it did."""
+    if not fid < self.fid:
+      return False
+    ckpts = Checkpoints(self.workdir, keep_last=1, subdir=BEST_DIR)
+    try:
+      ckpts.save(step, state, config_dict)
+    finally:
+      ckpts.close()
+    self.step, self.fid = step, float(fid)
+    if jax.process_index() == 0:
+      tmp = f"{self.path}.tmp{os.getpid()}"
+      with open(tmp, "w") as f:
+        json.dump({"step": step, "fid": self.fid}, f)
+      os.replace(tmp, self.path)
+    return True

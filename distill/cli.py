@@ -1,7 +1,7 @@
 """The `distill` command: train, export, sample, eval and quickstart.
 
   distill train --config configs/toy2d_teacher.py --workdir W [--config.a.b=value ...] [--overwrite]
-  distill export --workdir W [--out B] [--step N]
+  distill export --workdir W [--out B] [--step N | --best]
   distill sample --sampler B --num N --out S.npz [--steps K] [--seed S] [--labels 0,1,...]
   distill eval (--workdir W | --sampler B) [--data SOURCE] [--num N] [--steps 1,2,4] [--json OUT]
   distill fid (--sampler B | --workdir W | --samples S.npz) [--features inception|classifier:C] [--ref R] [--num N]
@@ -114,8 +114,9 @@ def require_flags(fv, *names):
 # ----- export -----------------------------------------------------------------------------------------------------
 
 
-def export_workdir(workdir: str, out: str | None = None, step: int | None = None) -> str:
-  """Export the EMA parameters of a workdir's checkpoint (latest by default) as a sampler bundle."""
+def export_workdir(workdir: str, out: str | None = None, step: int | None = None, best: bool = False) -> str:
+  """Export the EMA parameters of a workdir's checkpoint (latest by default, or the best by in-training FID) as a
+  sampler bundle."""
   import ml_collections
 
   import samplers
@@ -124,7 +125,10 @@ def export_workdir(workdir: str, out: str | None = None, step: int | None = None
 
   config = ml_collections.ConfigDict(checkpointing.read_config(workdir))
   built = run.build_run(config)
-  ckpts = checkpointing.Checkpoints(workdir, config.train.keep_last, config.train.keep_every)
+  if best and not os.path.exists(os.path.join(workdir, checkpointing.BEST_FILE)):
+    raise UserError(f"{workdir} has no best checkpoint (in-training FID was off: set eval.fid_every)")
+  ckpts = (checkpointing.Checkpoints(workdir, 1, subdir=checkpointing.BEST_DIR) if best else
+           checkpointing.Checkpoints(workdir, config.train.keep_last, config.train.keep_every))
   try:
     step = ckpts.latest_step() if step is None else step
     if step is None or step not in ckpts.all_steps():
@@ -138,7 +142,7 @@ def export_workdir(workdir: str, out: str | None = None, step: int | None = None
       out, built.objective.groups[group].network, state.ema[group], sampler_config=config.sampler.to_dict(),
       data_spec=built.source.spec,
       provenance={"workdir": os.path.abspath(workdir), "step": int(step), "objective": config.objective.name,
-                  "data_source": config.data.source, "group": group})
+                  "data_source": config.data.source, "group": group, "best_by_fid": best})
   print(f"exported step {step} ({meta['nfe']} NFE at {meta['default_steps']} steps) to {out}")
   return out
 
@@ -148,10 +152,11 @@ def cmd_export(argv):
     flags.DEFINE_string("workdir", None, "training workdir", flag_values=fv)
     flags.DEFINE_string("out", None, "bundle directory (default: WORKDIR/export)", flag_values=fv)
     flags.DEFINE_integer("step", None, "checkpoint step (default: latest)", flag_values=fv)
+    flags.DEFINE_bool("best", False, "export the best checkpoint by in-training FID", flag_values=fv)
 
   fv = parse_flags(argv, define)
   require_flags(fv, "workdir")
-  export_workdir(fv.workdir, fv.out, fv.step)
+  export_workdir(fv.workdir, fv.out, fv.step, fv.best)
 
 
 # ----- sample -----------------------------------------------------------------------------------------------------

@@ -122,6 +122,8 @@ def cmd_evaluate(argv):
   fv = parse_flags(argv, define)
   if sum(bool(v) for v in (fv.sampler, fv.workdir, fv.samples)) != 1:
     raise UserError("give exactly one of --sampler, --workdir and --samples")
+  if fv.samples and not os.path.isfile(fv.samples):
+    raise UserError(f"samples file not found: {fv.samples}")
   start = time.time()
   extractor = features_lib.make_features(fv.features)
   generated, what, nfe, trained_on = _generated(fv, extractor)

@@ -198,7 +198,9 @@ def check_compatible(a: dict, b: dict) -> None:
 
 def reference_statistics(ref: str, extractor: FeatureExtractor, num: int | None = None, seed: int = 0) -> Statistics:
   """Reference statistics from a data source (`npz:`, `tfds:`) or a statistics file written by `distill fid stats`."""
-  if ref.split(":")[0] in ("npz", "tfds"):
+  from distill.data import SCHEMES
+
+  if ref.split(":")[0] in SCHEMES:
     return compute_statistics(extractor, source_stream(ref, num, seed), ref)
   stats = load_statistics(ref)
   check_compatible(extractor.metadata, stats.metadata)

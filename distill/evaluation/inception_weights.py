@@ -134,13 +134,13 @@ def convert(pth_path: str, out_npz: str, *, check_hash: bool = True) -> dict:
   Checks that the file's SHA-256 starts with OFFICIAL_SHA256_PREFIX unless check_hash is False. Returns the
   metadata written (see `save_weights`).
   """
+  if not os.path.isfile(pth_path):
+    raise UserError(f"{pth_path} not found; obtain {OFFICIAL_PTH} from pytorch-fid's release ({OFFICIAL_URL})")
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError:
     raise UserError("converting the FID Inception weights needs PyTorch (only for this one step): "
                     "pip install torch, then rerun") from None
-  if not os.path.isfile(pth_path):
-    raise UserError(f"{pth_path} not found; obtain {OFFICIAL_PTH} from pytorch-fid's release ({OFFICIAL_URL})")
   source_sha256 = _file_sha256(pth_path)
   if check_hash and not source_sha256.startswith(OFFICIAL_SHA256_PREFIX):
     raise UserError(f"{pth_path} has SHA-256 {source_sha256[:16]}..., not the official {OFFICIAL_SHA256_PREFIX}...; "
