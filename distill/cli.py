@@ -4,6 +4,7 @@
   distill export --workdir W [--out B] [--step N | --best]
   distill sample --sampler B --num N --out S.npz [--steps K] [--seed S] [--labels 0,1,...]
   distill eval (--workdir W | --sampler B) [--data SOURCE] [--num N] [--steps 1,2,4] [--json OUT]
+               [--features inception|classifier:C] [--ref R]
   distill fid (--sampler B | --workdir W | --samples S.npz) [--features inception|classifier:C] [--ref R] [--num N]
   distill fid stats --data SOURCE --out stats.npz [--features F]   |   distill fid convert-weights --pth P --out W
   distill train-classifier --data npz:P.npz --out C
@@ -201,20 +202,29 @@ def cmd_sample(argv):
 # ----- eval -------------------------------------------------------------------------------------------------------
 
 
-def evaluate_sampler(sampler, data_source: str, num: int, steps_list, seed: int = 0, plot_dir: str | None = None):
+def evaluate_sampler(sampler, data_source: str, num: int, steps_list, seed: int = 0, plot_dir: str | None = None,
+                     extractor=None, reference=None):
   """Rows {steps, nfe, seconds, metrics...} for each step count; 2-D data: energy distance and sliced W2 against
-  fresh data with the data-vs-data floor; images: a PNG grid per step count."""
+  fresh data with the data-vs-data floor; images: a PNG grid per step count, and FID, precision, recall and KID
+  when a feature `extractor` and `reference` statistics are given (plus a plot of FID against NFE)."""
   import jax
+  import numpy as np
 
   from distill import data as data_lib
-  from distill.evaluation import save_image_grid, save_scatter, two_sample_report
+  from distill.evaluation import save_curve, save_image_grid, save_scatter, two_sample_report
+  from distill.evaluation import fid as fid_lib
+  from distill.generation import default_labels
 
   source = data_lib.make_source(data_source, seed) if sampler.kind == "points" else None
+  labels = default_labels(np.arange(num), sampler.num_classes) if sampler.num_classes else None
   rows = []
   for steps in steps_list:
     start = time.time()
-    x = sampler.sample(jax.random.key(seed), num, steps=steps)
+    x = sampler.sample(jax.random.key(seed), num, steps=steps, labels=labels)
     row = {"steps": steps, "nfe": sampler.nfe(steps), "seconds": round(time.time() - start, 3)}
+    if extractor is not None:
+      metrics = fid_lib.compare(fid_lib.compute_statistics(extractor, [(x, labels)], f"{steps} steps"), reference)
+      row.update({k: metrics[k] for k in ("fid", "precision", "recall", "kid", "class_accuracy") if k in metrics})
     if source is not None:
       row.update(two_sample_report(x, source.sample(num, seed=1000 + seed)["x"],
                                    source.sample(num, seed=2000 + seed)["x"]))
@@ -227,7 +237,26 @@ def evaluate_sampler(sampler, data_source: str, num: int, steps_list, seed: int 
         save_image_grid(path, x[:64])
       row["plot"] = path
     rows.append(row)
+  if plot_dir and extractor is not None and len(rows) > 1:
+    save_curve(os.path.join(plot_dir, "fid_vs_nfe.png"), [r["nfe"] for r in rows], {"FID": [r["fid"] for r in rows]},
+               "NFE", "FID", log_x=True)
   return rows
+
+
+def plot_fid_history(workdir: str, path: str) -> bool:
+  """Plot the in-training FID (eval/fid in metrics.jsonl) against the training step; False when there is none."""
+  from distill.evaluation import save_curve
+  from distill.reporting import METRICS_FILE
+
+  metrics_path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(metrics_path):
+    return False
+  with open(metrics_path) as f:
+    points = sorted({r["step"]: r["eval/fid"] for r in map(json.loads, f) if "eval/fid" in r}.items())
+  if not points:
+    return False
+  save_curve(path, [p[0] for p in points], {"FID": [p[1] for p in points]}, "training step", "FID")
+  return True
 
 
 def format_table(rows) -> str:
@@ -249,6 +278,10 @@ def cmd_eval(argv):
     flags.DEFINE_integer("seed", 0, "random seed", flag_values=fv)
     flags.DEFINE_string("json", None, "write the rows as JSON here", flag_values=fv)
     flags.DEFINE_string("plots", None, "folder for plots (default: next to the bundle)", flag_values=fv)
+    flags.DEFINE_string("features", None, "image models: also FID/precision/recall/KID in these features "
+                        "(inception, classifier:<folder>)", flag_values=fv)
+    flags.DEFINE_string("ref", None, "FID reference: data source or `distill fid stats` file (default: --data)",
+                        flag_values=fv)
 
   fv = parse_flags(argv, define)
   from distill.errors import UserError
@@ -263,11 +296,26 @@ def cmd_eval(argv):
   if s.kind == "points" and not data_source:
     raise UserError("this bundle does not record its data source: pass --data")
   steps = [int(v) for v in fv.steps] if fv.steps else [s.default_steps]
-  rows = evaluate_sampler(s, data_source, fv.num, steps, fv.seed, fv.plots or os.path.join(bundle, "plots"))
+  extractor = reference = None
+  if fv.features:
+    from distill.evaluation import features as features_lib, fid as fid_lib
+
+    if s.kind != "images":
+      raise UserError("--features (FID) applies to image models")
+    if not (fv.ref or data_source):
+      raise UserError("pass --ref (a data source or a `distill fid stats` file) for FID")
+    extractor = features_lib.make_features(fv.features)
+    reference = fid_lib.reference_statistics(fv.ref or data_source, extractor)
+  plot_dir = fv.plots or os.path.join(bundle, "plots")
+  rows = evaluate_sampler(s, data_source, fv.num, steps, fv.seed, plot_dir, extractor, reference)
   print(format_table(rows))
   for r in rows:
     if "plot" in r:
       print(f"plot ({r['steps']} steps): {r['plot']}")
+  if extractor is not None and len(rows) > 1:
+    print(f"plot (FID against NFE): {os.path.join(plot_dir, 'fid_vs_nfe.png')}")
+  if fv.workdir and plot_fid_history(fv.workdir, os.path.join(plot_dir, "fid_vs_step.png")):
+    print(f"plot (in-training FID against step): {os.path.join(plot_dir, 'fid_vs_step.png')}")
   if fv.json:
     with open(fv.json, "w") as f:
       json.dump(rows, f, indent=2)

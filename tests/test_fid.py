@@ -242,3 +242,15 @@ def test_train_classifier_command(data_npz, tmp_path, capsys):
   meta = json.load(open(os.path.join(out, classifier_lib.META_FILE)))
   assert f"held-out accuracy {meta['heldout']['accuracy']:.4f}" in printed and meta["train"]["steps"] == 5
 
+
+
+def test_eval_reports_fid_against_nfe_and_step(trained, classifier_dir, tmp_path, capsys):
+  workdir, _ = trained
+  plots, out_json = str(tmp_path / "plots"), str(tmp_path / "eval.json")
+  assert cli.main(["eval", f"--workdir={workdir}", f"--features=classifier:{classifier_dir}", "--steps=1,2",
+                   "--num=12", f"--plots={plots}", f"--json={out_json}"]) == 0
+  printed = capsys.readouterr().out
+  rows = json.load(open(out_json))
+  assert [r["nfe"] for r in rows] == [1, 2] and all(np.isfinite(r["fid"]) for r in rows)
+  assert "| steps | nfe | seconds | fid | precision | recall | kid | class_accuracy |" in printed
+  assert {"fid_vs_nfe.png", "fid_vs_step.png"} <= set(os.listdir(plots))

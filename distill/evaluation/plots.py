@@ -68,3 +68,20 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
     x * 127.5 + 127.5 half-up: -1 -> 0, 0 -> 128, 1 -> 255.
     """
   return np.clip(np.asarray(x) * 127.5 + 128, 0, 255).astype(np.uint8)
+
+
+def save_curve(path: str, xs, ys_by_label: dict[str, list], xlabel: str, ylabel: str, log_x: bool = False) -> None:
+  """Save a line plot (markers at the points) of each labelled series against `xs`."""
+  fig = Figure(figsize=(5, 3.5))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot()
+  for label, ys in ys_by_label.items():
+    ax.plot(xs, ys, marker="o", label=label)
+  if log_x:
+    ax.set_xscale("log")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3)
+  if len(ys_by_label) > 1:
+    ax.legend()
+  fig.savefig(path, dpi=120, bbox_inches="tight")
