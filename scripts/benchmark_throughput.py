@@ -11,11 +11,7 @@ the backend reports it (GPU/TPU).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import resource
-import sys
 import time
 
 
@@ -36,7 +32,7 @@ def main():
   import numpy as np
 
   from configs import mnist_teacher, toy2d_teacher
-  from distill import data as data_lib
+  from distill import benchmarking, data as data_lib
   from distill import objectives, sharding
   from distill.generation import Generator
   from distill.trainer import Trainer
@@ -90,18 +86,12 @@ def main():
 
   device = jax.devices()[0]
   stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-  memory = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+  memory = {"peak_rss_mib": benchmarking.peak_rss_mib()}
   if stats and "peak_bytes_in_use" in stats:
     memory["device_peak_mib"] = stats["peak_bytes_in_use"] / 2**20
-  machine = {"platform": platform.platform(), "python": sys.version.split()[0], "jax": jax.__version__,
-             "backend": jax.default_backend(), "device_kind": device.device_kind, "devices": jax.device_count(),
-             "cpu_count": os.cpu_count()}
+  machine = benchmarking.machine_info()
   result = {"machine": machine, "results": rows, "memory": memory}
-  os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, "throughput.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  lines = [f"Machine: {machine['device_kind']} x{machine['devices']} ({machine['backend']}), {machine['cpu_count']} "
-           f"CPU cores, jax {machine['jax']}", "",
+  lines = [benchmarking.machine_line(machine), "",
            "| benchmark | params | batch | steps/s | items/s | samples/s | NFE | evals/s |", "|---|---|---|---|---|---|---|---|"]
   for name, r in rows.items():
     cell = lambda k, fmt="{:.1f}": fmt.format(r[k]) if k in r else ""
@@ -109,9 +99,7 @@ def main():
                  f"{cell('items_per_sec', '{:.0f}')} | {cell('samples_per_sec', '{:.0f}')} | {cell('nfe', '{}')} | "
                  f"{cell('evals_per_sec', '{:.0f}')} |")
   lines += ["", "Memory: " + ", ".join(f"{k} {v:.0f}" for k, v in memory.items())]
-  with open(os.path.join(args.out, "throughput.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
-  print("\n".join(lines))
+  benchmarking.write_report(args.out, "throughput", result, lines)
 
 
 if __name__ == "__main__":
