@@ -31,7 +31,9 @@ def base() -> ml_collections.ConfigDict:
   # In-training FID (off when fid_every is 0): fid_num samples of the EMA model at fid_steps (0: the sampler's
   # default) in fid_features ('inception', 'classifier:<folder>') against fid_ref (a data source or a
   # `distill fid stats` file; '' = data.source). The best checkpoint by FID is kept in workdir/best.
-  c.eval = ml_collections.ConfigDict(dict(num_samples=2000, fid_every=0, fid_features="", fid_ref="", fid_num=1000,
+  # eval.reference: data source that evaluations compare samples with ('' = data.source; pipelines set it to the
+  # real data for stages trained on teacher pairs).
+  c.eval = ml_collections.ConfigDict(dict(num_samples=2000, reference="", fid_every=0, fid_features="", fid_ref="", fid_num=1000,
                                           fid_steps=0))
   c.sampler = ml_collections.ConfigDict(dict(solver="euler", grid="uniform_t", steps=100, t_eps=1e-3,
                                              sigma_min=0.002, sigma_max=80.0, rho=7.0, guidance=1.0))
@@ -47,3 +49,35 @@ def edm_sections(c: ml_collections.ConfigDict, sigma_data: float) -> None:
   c.objective = ml_collections.ConfigDict(dict(name="edm", p_mean=-1.2, p_std=1.2, sigma_data=sigma_data,
                                                label_dropout=0.0))
   c.sampler.solver, c.sampler.grid, c.sampler.steps = "heun", "edm", 18
+
+
+def reflow_objective(**overrides) -> ml_collections.ConfigDict:
+  """objective section of distill/objectives/reflow.py's Reflow (defaults: 2-rectified flow from the teacher)."""
+  return ml_collections.ConfigDict(dict(name="reflow", time="uniform", k=1, distance="l2", huber_c=0.00054,
+                                        t_eps=1e-3, beta_schedule="none", beta_steps=1, beta_value=0.0, online=False,
+                                        online_steps=20, label_dropout=0.0, init="teacher") | overrides)
+
+
+def pairs_stage(source_stage: str, num: int, seed: int, steps: int = 0, shard_size: int = 10_000,
+                sampler=None) -> ml_collections.ConfigDict:
+  """A pipeline stage that makes `num` pairs with `source_stage`'s model (steps 0 / sampler None: its own)."""
+  return ml_collections.ConfigDict(dict(kind="pairs", source_stage=source_stage, num=num, seed=seed, steps=steps,
+                                        shard_size=shard_size, sampler=sampler or {}))
+
+
+def train_stage(config, data_stage: str = "", teacher_stage: str = "") -> ml_collections.ConfigDict:
+  """A pipeline stage that trains `config` (on `data_stage`'s pairs, with `teacher_stage`'s model as teacher)."""
+  return ml_collections.ConfigDict(dict(kind="train", config=config, data_stage=data_stage,
+                                        teacher_stage=teacher_stage))
+
+
+def pipeline(stages: dict, data_source: str) -> ml_collections.ConfigDict:
+  """A pipeline config: seed, data source and mesh shared by every stage, an optional external teacher."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.data = ml_collections.ConfigDict(dict(source=data_source))
+  c.teacher = ml_collections.ConfigDict(dict(bundle="", workdir="", dtype="float32"))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+  c.pipeline = ml_collections.ConfigDict(dict(stages=tuple(stages)))
+  c.stages = ml_collections.ConfigDict(stages)
+  return c

@@ -54,7 +54,9 @@ def config_differences(saved: dict, current: dict) -> list[str]:
   """Dotted keys whose values differ between two config dicts, ignoring RESUMABLE_KEYS."""
   a, b = _flatten(json.loads(json.dumps(saved))), _flatten(json.loads(json.dumps(current)))
   keys = sorted(set(a) | set(b))
-  resumable = lambda k: any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS)
+  # Also inside nested stage configs of a pipeline (stages.<name>.config.train.num_steps, ...).
+  resumable = lambda k: any(k == r or k.endswith("." + r) or (r.endswith(".") and (k.startswith(r) or f".{r}" in k))
+                            for r in RESUMABLE_KEYS)
   return [k for k in keys if not resumable(k) and a.get(k) != b.get(k)]
 
 

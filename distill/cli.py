@@ -99,7 +99,16 @@ def cmd_train(argv):
   _maybe_initialize_distributed(fv)
   from distill import run
 
+  from distill import checkpointing, pipeline
+
   start = time.time()
+  if pipeline.is_pipeline(config):
+    checkpointing.prepare_workdir(fv.workdir, config.to_dict(), fv.overwrite)
+    records = pipeline.run_pipeline(config, fv.workdir)
+    final = records[pipeline.final_stage(config)]
+    print(f"pipeline finished in {time.time() - start:.1f}s; final model {final['bundle']} "
+          f"(stage records: {os.path.join(fv.workdir, pipeline.RECORD_FILE)})")
+    return
   state = run.train(config, fv.workdir, overwrite=fv.overwrite)
   print(f"trained to step {int(state.step)} in {time.time() - start:.1f}s; workdir {fv.workdir}")
 
@@ -124,7 +133,12 @@ def export_workdir(workdir: str, out: str | None = None, step: int | None = None
   from distill import checkpointing, run
   from distill.errors import UserError
 
+  from distill import pipeline
+
   config = ml_collections.ConfigDict(checkpointing.read_config(workdir))
+  if pipeline.is_pipeline(config):  # a pipeline exports the model of its last train stage
+    return export_workdir(os.path.join(workdir, pipeline.final_stage(config)), out or os.path.join(workdir, "export"),
+                          step, best)
   built = run.build_run(config)
   if best and not os.path.exists(os.path.join(workdir, checkpointing.BEST_FILE)):
     raise UserError(f"{workdir} has no best checkpoint (in-training FID was off: set eval.fid_every)")

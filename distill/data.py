@@ -5,6 +5,8 @@ Specs:
   ``npz:<path>``           ``.npz`` file with ``points`` (float (N, D)) or ``images``
                            (uint8 (N, H, W) or (N, H, W, C)), optional integer ``labels`` (N,).
   ``tfds:<name>[:split]``  tensorflow-datasets image dataset loaded into memory (split "train").
+  ``pairs:<folder>``       teacher pairs from `distill pairs` (distill/pairs.py): batches also carry the pair's
+                           starting ``'noise'``; images are the teacher's float samples (not quantised).
 
 Batches are dicts ``{'x': float32 (B, *shape), 'label': int32 (B,)}``; ``'label'`` is present
 only when ``spec.num_classes > 0``. Images are NHWC float32 in [-1, 1] (``x / 127.5 - 1``).
@@ -21,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-SCHEMES = ("toy", "npz", "tfds")
+SCHEMES = ("toy", "npz", "tfds", "pairs")
 TOY_RANGE = (-4.0, 4.0)  # nominal range of every toy (Gaussian noise tails aside)
 _FLIP_STREAM, _EVAL_STREAM = 1, 2
 _TFDS_CHUNK = 4096
@@ -112,6 +114,7 @@ class DataSource(abc.ABC):
   """A deterministic stream of batches; see the module docstring for the batch format."""
 
   spec: DataSpec
+  pair_metadata: dict | None = None  # the pair store's metadata for `pairs:` sources
 
   def global_batch(self, step: int, batch_size: int) -> dict[str, np.ndarray]:
     """The whole batch for `step`."""
@@ -158,26 +161,30 @@ class ArraySource(DataSource):
   """In-memory examples visited in epoch-wise permutations ``default_rng([seed, epoch])``.
 
   Global example g = step * batch_size + i is position g % N of epoch g // N's permutation.
-  `data` is uint8 NHWC images (converted per batch to [-1, 1]) or float32 (N, D) points.
-  With `flip`, images are flipped horizontally with probability 1/2, decided per row of the
-  global batch from (seed, step).
+  `data` is uint8 NHWC images (converted per batch to [-1, 1]), float32 NHWC images already in [-1, 1], or
+  float32 (N, D) points. `extra` arrays (e.g. the noise of teacher pairs) are gathered with the same indices.
+  With `flip`, images (and image-shaped extras) are flipped horizontally with probability 1/2, decided per row of
+  the global batch from (seed, step).
   """
 
   def __init__(self, data: np.ndarray, labels: np.ndarray | None, num_classes: int, seed: int,
-               flip: bool = False):
-    self._images = data.dtype == np.uint8
-    if flip and not self._images:
+               flip: bool = False, extra: dict[str, np.ndarray] | None = None):
+    self._uint8 = data.dtype == np.uint8
+    images = self._uint8 or data.ndim == 4
+    if flip and not images:
       raise ValueError("flip=True is only valid for image data, not points")
     if len(data) == 0:
       raise ValueError("data source contains no examples")
     self._data, self._labels, self._seed, self._flip = data, labels, seed, flip
-    data_range = (-1.0, 1.0) if self._images else (float(data.min()), float(data.max()))
-    self.spec = DataSpec("images" if self._images else "points",
-                         tuple(int(d) for d in data.shape[1:]), num_classes, data_range)
+    self._extra = dict(extra or {})
+    data_range = (-1.0, 1.0) if images else (float(data.min()), float(data.max()))
+    self.spec = DataSpec("images" if images else "points", tuple(int(d) for d in data.shape[1:]), num_classes,
+                         data_range)
 
   def _gather(self, idx: np.ndarray) -> dict[str, np.ndarray]:
     raw = self._data[idx]
-    batch = {"x": raw.astype(np.float32) / 127.5 - 1.0 if self._images else raw}
+    batch = {"x": raw.astype(np.float32) / 127.5 - 1.0 if self._uint8 else raw}
+    batch.update({k: v[idx] for k, v in self._extra.items()})
     if self._labels is not None:
       batch["label"] = self._labels[idx].astype(np.int32)
     return batch
@@ -192,7 +199,8 @@ class ArraySource(DataSource):
     batch = self._gather(idx)
     if self._flip:
       flips = _rng(self._seed, step, stream=_FLIP_STREAM).random(batch_size)[start:stop] < 0.5
-      batch["x"][flips] = batch["x"][flips, :, ::-1]
+      for name in ["x", *self._extra]:
+        batch[name][flips] = batch[name][flips, :, ::-1]
     return batch
 
   def examples(self) -> dict[str, np.ndarray]:
@@ -277,6 +285,16 @@ def _load_tfds(name: str, split: str, seed: int, flip: bool, data_dir: str | Non
   return ArraySource(images, labels, int(features["label"].num_classes), seed, flip)
 
 
+def _load_pairs(path: str, seed: int, flip: bool) -> ArraySource:
+  from distill import pairs  # local: pairs imports generation (jax) only when generating
+
+  meta, arrays = pairs.load_pairs(path)
+  source = ArraySource(arrays["x"], arrays.get("label"), int(meta["data"]["num_classes"]), seed, flip,
+                       extra={"noise": arrays["noise"]})
+  source.pair_metadata = meta
+  return source
+
+
 def make_source(spec: str, seed: int, *, flip: bool = False, tfds_data_dir: str | None = None,
                 tfds_download: bool = True) -> DataSource:
   """Builds the source for ``toy:<name>``, ``npz:<path>`` or ``tfds:<name>[:split]``."""
@@ -290,4 +308,6 @@ def make_source(spec: str, seed: int, *, flip: bool = False, tfds_data_dir: str 
   if scheme == "tfds":
     name, _, split = rest.partition(":")
     return _load_tfds(name, split or "train", seed, flip, tfds_data_dir, tfds_download)
+  if scheme == "pairs":
+    return _load_pairs(rest, seed, flip)
   raise ValueError(f"unknown data scheme in {spec!r}; valid schemes: {', '.join(SCHEMES)}")

@@ -77,12 +77,19 @@ class Generator:
         denoise = lambda x, s, c: network.denoise(params, x, s, c)
         if self._guided():
           denoise = samplers.classifier_free_guidance(denoise, float(self.config["guidance"]), self.num_classes)
-        return samplers.solve(denoise, key, indices, shape, grid, solver=solver, cond=labels)
+        noise = samplers.initial_noise(samplers.sample_keys(key, indices), shape)
+        return samplers.solve(denoise, key, indices, shape, grid, solver=solver, cond=labels), noise
 
       self._compiled[steps] = jax.jit(run, out_shardings=self.batch_sharding)
     return self._compiled[steps]
 
   def generate(self, params, key, num: int, steps: int | None = None, labels=None, first_index: int = 0):
+    """Samples first_index .. first_index + num - 1: float32 numpy (num, *shape) in data space."""
+    return self.generate_with_noise(params, key, num, steps, labels, first_index)[0]
+
+  def generate_with_noise(self, params, key, num: int, steps: int | None = None, labels=None,
+                          first_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(samples, the standard-normal noise each started from: x = sigma_max * noise), both (num, *shape)."""
     steps = int(steps or self.config["steps"])
     fn = self._fn(steps)
     indices = np.arange(first_index, first_index + num, dtype=np.int32)
@@ -94,13 +101,14 @@ class Generator:
       raise ValueError("this model is unconditional: labels must be None")
     # Batches of at most `self.chunk`, padded only up to a multiple of the device count.
     chunk = min(self.chunk, -(-num // self.mesh.size) * self.mesh.size)
-    out = []
+    out, noise = [], []
     for start in range(0, num, chunk):
       idx = indices[start:start + chunk]
       pad = chunk - len(idx)
       idx_p = np.concatenate([idx, np.full(pad, idx[-1], np.int32)])  # padded rows are dropped below
       lab_p = None if labels is None else np.concatenate([labels[start:start + chunk], np.zeros(pad, np.int32)])
       put = lambda a: jax.make_array_from_callback(a.shape, self.batch_sharding, lambda i: a[i])
-      res = fn(params, key, put(idx_p), None if lab_p is None else put(lab_p))
+      res, res_noise = fn(params, key, put(idx_p), None if lab_p is None else put(lab_p))
       out.append(to_host(res)[:len(idx)])
-    return np.concatenate(out, axis=0)
+      noise.append(to_host(res_noise)[:len(idx)])
+    return np.concatenate(out, axis=0), np.concatenate(noise, axis=0)

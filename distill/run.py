@@ -10,7 +10,7 @@ import jax
 import numpy as np
 from clu import periodic_actions
 
-from distill import checkpointing, data as data_lib, objectives, reporting
+from distill import checkpointing, data as data_lib, objectives, pairs, reporting
 from distill import sharding as sharding_lib
 from distill.errors import NonFiniteLossError, UserError
 from distill.evaluation import save_image_grid, save_scatter, to_uint8, two_sample_report
@@ -29,24 +29,29 @@ class Run:
   objective: object
   trainer: Trainer
   generator: Generator
+  eval_source: data_lib.DataSource  # what evaluations compare samples with
 
 
 def build_run(config) -> Run:
   mesh = sharding_lib.make_mesh(config.mesh)
   source = data_lib.make_source(config.data.source, config.seed, flip=config.data.flip)
   teacher = load_teacher(config.teacher)
+  if source.pair_metadata is not None and config.objective.name == "reflow":
+    pairs.check_teacher(source.pair_metadata, teacher, config.data.source)
   objective = objectives.build(config, source.spec, teacher)
   if config.data.batch_size % mesh.size:
     raise UserError(f"data.batch_size={config.data.batch_size} must be divisible by the {mesh.size} devices of the mesh")
   trainer = Trainer(objective, mesh, config.sharding.rules, config.ema, config.seed, teacher)
   network = objective.groups[objective.sample_group].network
   generator = Generator(network, source.spec.shape, config.sampler, mesh=None)
-  return Run(config, mesh, source, objective, trainer, generator)
+  reference = config.eval.get("reference", "")
+  eval_source = data_lib.make_source(reference, config.seed) if reference else source
+  return Run(config, mesh, source, objective, trainer, generator, eval_source)
 
 
 def evaluate(run: Run, state: TrainState, step: int, outdir: str, num_samples: int, steps: int | None = None) -> dict:
-  """Sample the EMA parameters of the sampled group; 2-D data: energy distance and sliced W2 against fresh data
-  (with the data-vs-data floor) and a scatter plot; images: a PNG grid. Returns the scalar metrics."""
+  """Sample the EMA parameters of the sampled group; 2-D data: energy distance and sliced W2 against fresh data of
+  `run.eval_source` (with the data-vs-data floor) and a scatter plot; images: a PNG grid. Returns the scalars."""
   params = state.ema[run.objective.sample_group]
   samples = run.generator.generate(params, jax.random.key(run.config.seed + 1), num_samples, steps)
   os.makedirs(outdir, exist_ok=True)
@@ -54,8 +59,8 @@ def evaluate(run: Run, state: TrainState, step: int, outdir: str, num_samples: i
     path = os.path.join(outdir, f"samples_{step:07d}.png")
     save_image_grid(path, to_uint8(samples[:64]))
     return {"plot": path}
-  fresh_a = run.source.sample(num_samples, seed=10_000 + step)["x"]
-  fresh_b = run.source.sample(num_samples, seed=20_000 + step)["x"]
+  fresh_a = run.eval_source.sample(num_samples, seed=10_000 + step)["x"]
+  fresh_b = run.eval_source.sample(num_samples, seed=20_000 + step)["x"]
   report = two_sample_report(samples, fresh_a, fresh_b)
   path = os.path.join(outdir, f"samples_{step:07d}.png")
   if samples.shape[1] == 2:

@@ -17,6 +17,7 @@ from distill.networks import Network
 class Teacher:
   network: Network
   params: Any  # nnx.State; passed to the jitted step as an argument, never closed over
+  bundle_meta: dict = dataclasses.field(default_factory=dict)  # sampler.json of the bundle + its path
 
 
 def load_teacher(teacher_config) -> Teacher | None:
@@ -36,4 +37,4 @@ def load_teacher(teacher_config) -> Teacher | None:
   loaded = samplers.load(bundle)
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[teacher_config.get("dtype", "float32")]
   params = jax.tree.map(lambda a: jnp.asarray(a, dtype), loaded.params)
-  return Teacher(network=loaded.network, params=params)
+  return Teacher(network=loaded.network, params=params, bundle_meta=dict(loaded.meta, path=loaded.path))

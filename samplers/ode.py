@@ -14,14 +14,20 @@ def _num_steps(sigmas):
   return sigmas.shape[0] - 1
 
 
+def _euler_step(x, denoised, s, s_next):
+  """x + (s_next - s) (x - D) / s written as (s_next / s) x + (1 - s_next / s) D: the same value without the
+  cancellation of x - D at large sigma (x ~ 1000 for rectified flows), and exactly D when s_next = 0."""
+  ratio = s_next / s
+  return ratio * x + (1.0 - ratio) * denoised
+
+
 def euler(denoise, x, sigmas, cond=None):
-  """First-order Euler; one evaluation per step. A step into sigma=0 returns D(x; sigma)."""
+  """First-order Euler; one evaluation per step. A step into sigma=0 returns D(x; sigma) exactly."""
   sigmas = jnp.asarray(sigmas, x.dtype)
 
   def step(i, x):
     s, s_next = sigmas[i], sigmas[i + 1]
-    d = (x - denoise(x, s, cond)) / s
-    return x + (s_next - s) * d
+    return _euler_step(x, denoise(x, s, cond), s, s_next)
 
   return jax.lax.fori_loop(0, _num_steps(sigmas), step, x)
 
@@ -32,8 +38,9 @@ def heun(denoise, x, sigmas, cond=None):
 
   def step(i, x):
     s, s_next = sigmas[i], sigmas[i + 1]
-    d = (x - denoise(x, s, cond)) / s
-    x_euler = x + (s_next - s) * d
+    denoised = denoise(x, s, cond)
+    d = (x - denoised) / s
+    x_euler = _euler_step(x, denoised, s, s_next)
 
     def correct():
       d_next = (x_euler - denoise(x_euler, s_next, cond)) / s_next

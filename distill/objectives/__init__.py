@@ -6,7 +6,9 @@ Each entry is a plain factory; adding a method means adding a module and one lin
 from __future__ import annotations
 
 from distill.networks import network_from_config
+from distill.errors import UserError
 from distill.objectives.base import Objective, ParamGroup
+from distill.objectives.reflow import FlowGuidedDistillation, Reflow
 from distill.objectives.teacher_training import EDMDenoising, FlowMatching
 from distill.objectives.two_network import TwoNetworkDemo
 
@@ -41,10 +43,39 @@ def _two_network_demo(config, data_spec, teacher):
   return TwoNetworkDemo(groups=groups, teacher_network=None if teacher is None else teacher.network)
 
 
+def _student_group(config, data_spec, teacher) -> dict:
+  """The single student group; objective.init 'teacher' copies the teacher (same architecture required)."""
+  net = network_from_config(config.model, config.parameterization, data_spec)
+  init = config.objective.init
+  if init not in ("teacher", "random"):
+    raise UserError(f"objective.init must be 'teacher' or 'random', got {init!r}")
+  if init == "teacher" and (teacher is None or teacher.network != net):
+    raise UserError("objective.init='teacher' needs a configured teacher (teacher.bundle or teacher.workdir) with "
+                    "the student's architecture; use objective.init='random' for a different student")
+  return {"model": ParamGroup(net, config.optim.to_dict(), init=init)}
+
+
+def _reflow(config, data_spec, teacher):
+  if config.objective.online and teacher is None:
+    raise UserError("objective.online=True generates pairs with the teacher: set teacher.bundle or teacher.workdir")
+  return Reflow(groups=_student_group(config, data_spec, teacher),
+                teacher_network=None if teacher is None else teacher.network, **_options(config, ("name", "init")))
+
+
+def _flow_guided(config, data_spec, teacher):
+  if teacher is None:
+    raise UserError("flow_guided distillation needs the guide flow (a 2-rectified flow) as teacher.bundle or "
+                    "teacher.workdir")
+  return FlowGuidedDistillation(groups=_student_group(config, data_spec, teacher), guide_network=teacher.network,
+                                **_options(config, ("name", "init")))
+
+
 REGISTRY = {
     "edm": _edm,
     "flow_matching": _flow_matching,
     "two_network_demo": _two_network_demo,
+    "reflow": _reflow,
+    "flow_guided": _flow_guided,
 }
 
 

@@ -1,0 +1,139 @@
+"""Multi-stage runs in one command: teacher -> pairs -> reflow -> pairs -> one-step distillation, and the like.
+
+A pipeline config (configs/toy2d_reflow.py) has `pipeline.stages` (stage names in order) and `stages.<name>`:
+  kind 'train': `config` is a complete training config; `data_stage` names a pairs stage whose store becomes its
+                data source (otherwise the pipeline's data.source is used); `teacher_stage` names an earlier
+                train stage whose exported EMA model becomes its teacher.
+  kind 'pairs': `source_stage` names the train stage whose exported EMA model makes the pairs; `num`, `seed`,
+                `shard_size`, and `steps` / `sampler` (empty: the model's own sampler) set the solver.
+Stage s runs in WORKDIR/s (its own config, checkpoints, resume); a train stage is exported to WORKDIR/s/export.
+A stage named 'teacher' is skipped when the pipeline's teacher.workdir / teacher.bundle is set (that model is used).
+WORKDIR/pipeline.json records every finished stage: bundle, parameter checksum, solver, NFE, seeds, seconds. Rerunning
+the command skips finished stages and resumes an interrupted one; the last train stage is what `distill export
+--workdir WORKDIR` exports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from distill.errors import UserError
+
+RECORD_FILE = "pipeline.json"
+
+
+def is_pipeline(config) -> bool:
+  return "pipeline" in config
+
+
+def final_stage(config) -> str:
+  """The last train stage (the model a pipeline produces)."""
+  train = [s for s in config.pipeline.stages if config.stages[s].kind == "train"]
+  if not train:
+    raise UserError("a pipeline needs at least one train stage")
+  return train[-1]
+
+
+def _records(workdir: str) -> dict:
+  path = os.path.join(workdir, RECORD_FILE)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def _save_records(workdir: str, records: dict) -> None:
+  tmp = os.path.join(workdir, f".{RECORD_FILE}.tmp{os.getpid()}")
+  with open(tmp, "w") as f:
+    json.dump(records, f, indent=2)
+  os.replace(tmp, os.path.join(workdir, RECORD_FILE))
+
+
+def _bundle_checksum(bundle: str) -> str:
+  import samplers
+
+  return samplers.load(bundle).meta["checksum"]
+
+
+def _external_teacher(config) -> str | None:
+  """The bundle of a teacher given on the command line (teacher.workdir or teacher.bundle), if any."""
+  workdir, bundle = config.teacher.get("workdir", ""), config.teacher.get("bundle", "")
+  if workdir:
+    from distill.cli import export_workdir
+
+    bundle = os.path.join(workdir, "export")
+    if not os.path.exists(bundle):
+      export_workdir(workdir, bundle)
+  return bundle or None
+
+
+def _train_stage(config, name: str, stage, workdir: str, bundles: dict) -> dict:
+  from distill import run
+  from distill.cli import export_workdir
+
+  stage_config = stage.config
+  stage_config.seed = config.seed
+  stage_config.mesh = config.mesh
+  stage_config.data.source = (f"pairs:{os.path.join(workdir, stage.data_stage)}" if stage.get("data_stage")
+                              else config.data.source)
+  stage_config.eval.reference = config.data.source
+  if stage.get("teacher_stage"):
+    stage_config.teacher.bundle, stage_config.teacher.workdir = bundles[stage.teacher_stage], ""
+  stage_dir = os.path.join(workdir, name)
+  state = run.train(stage_config, stage_dir)
+  bundle = export_workdir(stage_dir, os.path.join(stage_dir, "export"))
+  return {"kind": "train", "workdir": stage_dir, "bundle": bundle, "checksum": _bundle_checksum(bundle),
+          "objective": stage_config.objective.name, "steps": int(state.step), "data": stage_config.data.source,
+          "teacher": stage_config.teacher.bundle or None}
+
+
+def _pairs_stage(name: str, stage, workdir: str, bundles: dict) -> dict:
+  import ml_collections
+
+  from distill import pairs
+  from distill.teacher import load_teacher
+
+  teacher = load_teacher(ml_collections.ConfigDict(dict(bundle=bundles[stage.source_stage], workdir="",
+                                                        dtype="float32")))
+  sampler = dict(stage.sampler) if stage.get("sampler") else None
+  out = os.path.join(workdir, name)
+  meta = pairs.generate_pairs(out, teacher, num=stage.num, seed=stage.seed, shard_size=stage.shard_size,
+                              sampler_config=sampler, steps=stage.get("steps") or None)
+  return {"kind": "pairs", "store": out, "teacher_checksum": meta["teacher"]["checksum"], "num": meta["num"],
+          "seed": meta["seed"], "sampler": meta["sampler"], "steps": meta["steps"], "nfe": meta["nfe"]}
+
+
+def run_pipeline(config, workdir: str, log=print) -> dict:
+  """Run (or resume) every stage in order; returns the records of all stages."""
+  for name in config.pipeline.stages:
+    if name not in config.stages:
+      raise UserError(f"pipeline stage {name!r} has no stages.{name} section")
+    if config.stages[name].kind not in ("train", "pairs"):
+      raise UserError(f"stages.{name}.kind must be 'train' or 'pairs', got {config.stages[name].kind!r}")
+  records = _records(workdir)
+  bundles = {n: r["bundle"] for n, r in records.items() if "bundle" in r}
+  external = _external_teacher(config)
+  for index, name in enumerate(config.pipeline.stages):
+    stage = config.stages[name]
+    if name in records:
+      log(f"[stage {index + 1}/{len(config.pipeline.stages)}] {name}: already done")
+      continue
+    if name == "teacher" and external:
+      bundles[name] = external
+      records[name] = {"kind": "external", "bundle": external, "checksum": _bundle_checksum(external)}
+      log(f"[stage {index + 1}/{len(config.pipeline.stages)}] teacher: using {external}")
+      _save_records(workdir, records)
+      continue
+    log(f"[stage {index + 1}/{len(config.pipeline.stages)}] {name} ({stage.kind})")
+    start = time.time()
+    if stage.kind == "train":
+      record = _train_stage(config, name, stage, workdir, bundles)
+      bundles[name] = record["bundle"]
+    else:
+      record = _pairs_stage(name, stage, workdir, bundles)
+    record["seconds"] = round(time.time() - start, 1)
+    records[name] = record
+    _save_records(workdir, records)
+  return records
