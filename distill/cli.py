@@ -5,6 +5,7 @@
   distill sample --sampler B --num N --out S.npz [--steps K] [--seed S] [--labels 0,1,...]
   distill eval (--workdir W | --sampler B) [--data SOURCE] [--num N] [--steps 1,2,4] [--json OUT]
                [--features inception|classifier:C] [--ref R]
+  distill pairs (--teacher B | --teacher_workdir T) --out P --num N [--solver rk45] [--steps K] [--seed S]
   distill fid (--sampler B | --workdir W | --samples S.npz) [--features inception|classifier:C] [--ref R] [--num N]
   distill fid stats --data SOURCE --out stats.npz [--features F]   |   distill fid convert-weights --pth P --out W
   distill train-classifier --data npz:P.npz --out C
@@ -349,6 +350,45 @@ def cmd_quickstart(argv):
   quickstart.main(fv.workdir, fv.data)
 
 
+def cmd_pairs(argv):
+  def define(fv, argv):
+    flags.DEFINE_string("teacher", None, "teacher: an exported sampler bundle", flag_values=fv)
+    flags.DEFINE_string("teacher_workdir", None, "teacher: a training workdir (exported first)", flag_values=fv)
+    flags.DEFINE_string("out", None, "pair store folder (rerun the same command to resume)", flag_values=fv)
+    flags.DEFINE_integer("num", None, "number of pairs", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "pair i starts from normal(fold_in(fold_in(key(seed), i), 0))", flag_values=fv)
+    flags.DEFINE_integer("shard_size", 10_000, "pairs per shard file", flag_values=fv)
+    flags.DEFINE_string("solver", None, "euler, heun, dpm_solver_2m or rk45 (default: the teacher's)", flag_values=fv)
+    flags.DEFINE_string("grid", None, "edm, uniform_t or explicit (default: the teacher's)", flag_values=fv)
+    flags.DEFINE_integer("steps", None, "solver steps (default: the teacher's)", flag_values=fv)
+    flags.DEFINE_float("rtol", 1e-5, "rk45 relative tolerance", flag_values=fv)
+    flags.DEFINE_float("atol", 1e-5, "rk45 absolute tolerance", flag_values=fv)
+
+  fv = parse_flags(argv, define)
+  require_flags(fv, "out", "num")
+  import ml_collections
+
+  from distill import pairs
+  from distill.errors import UserError
+  from distill.teacher import load_teacher
+
+  if bool(fv.teacher) == bool(fv.teacher_workdir):
+    raise UserError("give exactly one of --teacher and --teacher_workdir")
+  if fv.teacher_workdir and not os.path.exists(os.path.join(fv.teacher_workdir, "export")):
+    export_workdir(fv.teacher_workdir)
+  teacher = load_teacher(ml_collections.ConfigDict(dict(bundle=fv.teacher or "", workdir=fv.teacher_workdir or "",
+                                                        dtype="float32")))
+  sampler = dict(teacher.bundle_meta["sampler"])
+  sampler.update({k: v for k, v in (("solver", fv.solver), ("grid", fv.grid)) if v})
+  if sampler["solver"] == "rk45":
+    sampler.update(rtol=fv.rtol, atol=fv.atol)
+  start = time.time()
+  meta = pairs.generate_pairs(fv.out, teacher, num=fv.num, seed=fv.seed, shard_size=fv.shard_size,
+                              sampler_config=sampler, steps=fv.steps)
+  print(f"{meta['num']} pairs from teacher {meta['teacher']['checksum'][:12]}... ({sampler['solver']}, "
+        f"{meta['nfe']} NFE) in {fv.out} ({time.time() - start:.1f}s)")
+
+
 def cmd_fid(argv):
   from distill import cli_fid
 
@@ -361,7 +401,8 @@ def cmd_train_classifier(argv):
   cli_fid.cmd_train_classifier(argv)
 
 
-COMMANDS = {"train": cmd_train, "export": cmd_export, "sample": cmd_sample, "eval": cmd_eval, "fid": cmd_fid,
+COMMANDS = {"train": cmd_train, "export": cmd_export, "sample": cmd_sample, "eval": cmd_eval, "pairs": cmd_pairs,
+            "fid": cmd_fid,
             "train-classifier": cmd_train_classifier, "quickstart": cmd_quickstart}
 
 

@@ -1,14 +1,39 @@
-"""The README's first command: train a 2-D flow-matching teacher, export it, sample and evaluate it, in minutes."""
+"""The README's first command: train a 2-D flow-matching teacher, export and evaluate it, then distil it into a
+one-step student by reflow (pairs -> 2-rectified flow -> pairs -> one-step distillation) and compare the two."""
 
 from __future__ import annotations
 
 import os
 import time
 
-from configs import toy2d_teacher
-from distill import cli, run
+from configs import toy2d_reflow, toy2d_teacher
+from distill import checkpointing, cli, pipeline, run
 
 STEP_COUNTS = (1, 2, 4, 8, 100)
+NUM_EVAL = 4000
+
+
+def sampling_rate(sampler, steps: int, num: int = 20_000) -> float:
+  """Samples per second after compilation (one warm-up call)."""
+  import jax
+
+  sampler.sample(jax.random.key(0), num, steps=steps)
+  start = time.perf_counter()
+  sampler.sample(jax.random.key(1), num, steps=steps)
+  return num / (time.perf_counter() - start)
+
+
+def reflow_config(teacher_workdir: str, data_source: str, num_pairs: int = 20_000, num_steps: int = 2000):
+  """configs/toy2d_reflow.py on a finished teacher, with the quickstart's smaller budget."""
+  config = toy2d_reflow.get_config()
+  config.data.source = data_source
+  config.teacher.workdir = teacher_workdir
+  config.stages.pairs.num = config.stages.pairs_2rf.num = num_pairs
+  for name in ("reflow", "distill"):
+    stage = config.stages[name].config
+    stage.train.update(num_steps=num_steps, eval_every=0)
+    stage.optim.decay_steps = num_steps
+  return config
 
 
 def main(workdir: str, data_source: str) -> None:
@@ -17,15 +42,16 @@ def main(workdir: str, data_source: str) -> None:
   config = toy2d_teacher.get_config()
   config.data.source = data_source
   config.train.eval_every = 0
-  print(f"[1/3] training a flow-matching MLP teacher on {data_source} ({config.train.num_steps} steps) in {workdir}")
+  print(f"[1/4] training a flow-matching MLP teacher on {data_source} ({config.train.num_steps} steps) in {workdir}")
   start = time.time()
   run.train(config, workdir)
   train_seconds = time.time() - start
-  print(f"[2/3] exporting the EMA teacher")
+  print("[2/4] exporting the EMA teacher")
   bundle = cli.export_workdir(workdir)
-  print(f"[3/3] sampling 4000 points at {', '.join(map(str, STEP_COUNTS))} Euler steps and comparing with fresh data")
-  rows = cli.evaluate_sampler(samplers.load(bundle), data_source, 4000, STEP_COUNTS,
-                              plot_dir=os.path.join(workdir, "plots"))
+  print(f"[3/4] sampling {NUM_EVAL} points at {', '.join(map(str, STEP_COUNTS))} Euler steps and comparing with "
+        "fresh data")
+  teacher = samplers.load(bundle)
+  rows = cli.evaluate_sampler(teacher, data_source, NUM_EVAL, STEP_COUNTS, plot_dir=os.path.join(workdir, "plots"))
   print()
   print(cli.format_table(rows))
   print()
@@ -33,5 +59,30 @@ def main(workdir: str, data_source: str) -> None:
   print(f"teacher at {best['steps']} steps: energy distance {best['energy']:.4g} vs data-vs-data floor "
         f"{best['energy_floor']:.4g} ({best['energy'] / max(best['energy_floor'], 1e-12):.2f}x); "
         f"training took {train_seconds:.0f}s")
-  print(f"plots: {os.path.join(workdir, 'plots')}/samples_*steps.png | bundle: {bundle} | "
-        f"metrics: {os.path.join(workdir, 'metrics.jsonl')}")
+
+  reflow_dir = os.path.join(workdir, "reflow")
+  print(f"\n[4/4] distilling the teacher into a one-step student by reflow in {reflow_dir}")
+  reflow = reflow_config(workdir, data_source)
+  start = time.time()
+  checkpointing.prepare_workdir(reflow_dir, reflow.to_dict(), overwrite=False)
+  records = pipeline.run_pipeline(reflow, reflow_dir)
+  distill_seconds = time.time() - start
+  comparison = [("teacher", teacher, 1), ("teacher", teacher, 100),
+                ("2-rectified flow", samplers.load(records["reflow"]["bundle"]), 1),
+                ("one-step student", samplers.load(records["distill"]["bundle"]), 1)]
+  table = []
+  for name, sampler, steps in comparison:
+    row = cli.evaluate_sampler(sampler, data_source, NUM_EVAL, [steps], plot_dir=os.path.join(reflow_dir, "plots",
+                                                                                              name.replace(" ", "_")))[0]
+    table.append({"model": name, "steps": steps, "nfe": row["nfe"], "energy": row["energy"],
+                  "energy_floor": row["energy_floor"], "sw2": row["sw2"], "sw2_floor": row["sw2_floor"],
+                  "samples_per_s": round(sampling_rate(sampler, steps))})
+  print()
+  print(cli.format_table(table))
+  student, reference = table[-1], table[1]
+  print(f"\none-step student: energy distance {student['energy']:.4g} = "
+        f"{student['energy'] / max(reference['energy'], 1e-12):.2f}x the 100-step teacher's, "
+        f"{student['samples_per_s'] / max(reference['samples_per_s'], 1):.0f}x faster sampling; "
+        f"distillation took {distill_seconds:.0f}s")
+  print(f"plots: {os.path.join(workdir, 'plots')}/ and {os.path.join(reflow_dir, 'plots')}/ | teacher: {bundle} | "
+        f"student: {records['distill']['bundle']} | stages: {os.path.join(reflow_dir, pipeline.RECORD_FILE)}")
