@@ -57,10 +57,13 @@ class Generator:
     self.chunk = max(self.mesh.size, batch_size // self.mesh.size * self.mesh.size)
     self._compiled = {}
 
-  def nfe(self, steps: int | None = None) -> int:
-    """Network evaluations per sample (a guided evaluation counts twice)."""
+  def nfe(self, steps: int | None = None) -> int | None:
+    """Network evaluations per sample (a guided evaluation counts twice); None for the adaptive rk45, whose
+    per-sample counts `generate_with_noise` returns."""
     grid = sigma_grid(self.config, steps)
     solver = self.config["solver"]
+    if solver == "rk45":
+      return None
     per_step = 2 if self._guided() else 1
     return samplers.nfe(solver, grid) * per_step
 
@@ -78,7 +81,12 @@ class Generator:
         if self._guided():
           denoise = samplers.classifier_free_guidance(denoise, float(self.config["guidance"]), self.num_classes)
         noise = samplers.initial_noise(samplers.sample_keys(key, indices), shape)
-        return samplers.solve(denoise, key, indices, shape, grid, solver=solver, cond=labels), noise
+        if solver == "rk45":
+          x, nfe = samplers.rk45(denoise, grid[0] * noise, grid, labels, rtol=float(self.config.get("rtol", 1e-5)),
+                                 atol=float(self.config.get("atol", 1e-5)))
+          return x.astype(jnp.float32), noise, nfe * (2 if self._guided() else 1)
+        x = samplers.solve(denoise, key, indices, shape, grid, solver=solver, cond=labels)
+        return x, noise, jnp.full(indices.shape, self.nfe(steps), jnp.int32)
 
       self._compiled[steps] = jax.jit(run, out_shardings=self.batch_sharding)
     return self._compiled[steps]
@@ -88,8 +96,9 @@ class Generator:
     return self.generate_with_noise(params, key, num, steps, labels, first_index)[0]
 
   def generate_with_noise(self, params, key, num: int, steps: int | None = None, labels=None,
-                          first_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(samples, the standard-normal noise each started from: x = sigma_max * noise), both (num, *shape)."""
+                          first_index: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(samples, the standard-normal noise each started from (x = sigma_max * noise), both (num, *shape), and the
+    network evaluations each sample used (num,))."""
     steps = int(steps or self.config["steps"])
     fn = self._fn(steps)
     indices = np.arange(first_index, first_index + num, dtype=np.int32)
@@ -101,14 +110,15 @@ class Generator:
       raise ValueError("this model is unconditional: labels must be None")
     # Batches of at most `self.chunk`, padded only up to a multiple of the device count.
     chunk = min(self.chunk, -(-num // self.mesh.size) * self.mesh.size)
-    out, noise = [], []
+    out, noise, nfe = [], [], []
     for start in range(0, num, chunk):
       idx = indices[start:start + chunk]
       pad = chunk - len(idx)
       idx_p = np.concatenate([idx, np.full(pad, idx[-1], np.int32)])  # padded rows are dropped below
       lab_p = None if labels is None else np.concatenate([labels[start:start + chunk], np.zeros(pad, np.int32)])
       put = lambda a: jax.make_array_from_callback(a.shape, self.batch_sharding, lambda i: a[i])
-      res, res_noise = fn(params, key, put(idx_p), None if lab_p is None else put(lab_p))
+      res, res_noise, res_nfe = fn(params, key, put(idx_p), None if lab_p is None else put(lab_p))
       out.append(to_host(res)[:len(idx)])
       noise.append(to_host(res_noise)[:len(idx)])
-    return np.concatenate(out, axis=0), np.concatenate(noise, axis=0)
+      nfe.append(to_host(res_nfe)[:len(idx)])
+    return np.concatenate(out), np.concatenate(noise), np.concatenate(nfe)

@@ -2,9 +2,10 @@
 
 A pair store is a folder:
   pairs.json        metadata: the teacher (parameter checksum, where it came from, data kind/shape/range/classes),
-                    the solver settings and NFE, the seed, the number of pairs and the shard size;
-  shard_00000.npz   'noise' and 'x' (n, *shape) float32, 'index' (n,) int64 global pair indices, and 'label' (n,)
-                    int32 (index mod num_classes) for conditional teachers.
+                    the solver settings and NFE (None for the adaptive rk45), the seed, the number of pairs and the shard size;
+  shard_00000.npz   'noise' and 'x' (n, *shape) float32, 'index' (n,) int64 global pair indices, 'nfe' (n,) the
+                    network evaluations of each pair (varies with rk45), and 'label' (n,) int32 (index mod
+                    num_classes) for conditional teachers.
 Pair i starts from noise_i = normal(fold_in(fold_in(key(seed), i), 0)) (x = sigma_max * noise_i in EDM coordinates,
 x_rf = (1 - t_eps) noise_i in RF coordinates) and x1_i is the teacher's ODE solution from it, so pair i is the same
 for any shard size, batch size or device count (up to float rounding across batch shapes). Shards are written to a
@@ -112,8 +113,8 @@ def generate_pairs(out: str, teacher, *, num: int, seed: int = 0, shard_size: in
     first, n = shard * shard_size, min(shard_size, num - shard * shard_size)
     indices = np.arange(first, first + n, dtype=np.int64)
     labels = default_labels(indices, num_classes) if num_classes else None
-    x, noise = generator.generate_with_noise(teacher.params, key, n, steps, labels, first_index=first)
-    arrays = {"x": x.astype(np.float32), "noise": noise.astype(np.float32), "index": indices}
+    x, noise, nfe = generator.generate_with_noise(teacher.params, key, n, steps, labels, first_index=first)
+    arrays = {"x": x.astype(np.float32), "noise": noise.astype(np.float32), "index": indices, "nfe": nfe}
     if labels is not None:
       arrays["label"] = labels
     if jax.process_index() == 0:
@@ -122,7 +123,7 @@ def generate_pairs(out: str, teacher, *, num: int, seed: int = 0, shard_size: in
         np.savez(f, **arrays)
       os.replace(tmp, path)
     log(f"pairs shard {shard + 1}/{num_shards}: {n} pairs in {time.time() - start:.1f}s "
-        f"({n / (time.time() - start):.0f} pairs/s, {meta['nfe']} NFE)")
+        f"({n / (time.time() - start):.0f} pairs/s, {nfe.mean():.1f} NFE per pair)")
   return meta
 
 

@@ -17,7 +17,8 @@ BATCH_SPEC = P(MESH_AXES)
 
 
 def make_mesh(mesh_config) -> jax.sharding.Mesh:
-  """Mesh from {'data': n, 'fsdp': m}; one entry may be -1 (all remaining devices)."""
+  """Mesh from {'data': n, 'fsdp': m}; one entry may be -1 (all remaining devices). A single process may use
+  fewer than all its devices (the first n * m)."""
   sizes = [int(mesh_config[a]) for a in MESH_AXES]
   n = jax.device_count()
   if sizes.count(-1) > 1:
@@ -27,9 +28,11 @@ def make_mesh(mesh_config) -> jax.sharding.Mesh:
     if n % known:
       raise ValueError(f"{n} devices cannot be split into mesh {dict(zip(MESH_AXES, sizes))}")
     sizes[sizes.index(-1)] = n // known
-  if int(np.prod(sizes)) != n:
-    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices, found {n}")
-  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+  needed = int(np.prod(sizes))
+  if needed > n or (needed < n and jax.process_count() > 1):
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {needed} devices, found {n}")
+  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
+                       devices=jax.devices()[:needed])
 
 
 def logical_rules(rules) -> tuple:

@@ -3,11 +3,14 @@
 x_sigma = x0 + sigma * n; dx/dsigma = (x - D(x; sigma)) / sigma. A solver integrates from
 sigmas[0] (noise) down the decreasing 1-D grid `sigmas` (which may or may not end in 0).
 `denoise(x, sigma, cond) -> x0_hat` with x of shape (B, *shape) and a scalar sigma.
-All solvers are jittable: the step loop is a lax.fori_loop over the static grid length.
+All solvers are jittable: the step loop is a lax.fori_loop over the static grid length ("rk45", the adaptive
+Dormand-Prince solver of samplers/adaptive.py with rtol = atol = 1e-5, a lax.while_loop).
 """
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from samplers.adaptive import rk45_solver
 
 
 def _num_steps(sigmas):
@@ -77,7 +80,7 @@ def dpm_solver_2m(denoise, x, sigmas, cond=None):
   return x
 
 
-SOLVERS = {"euler": euler, "heun": heun, "dpm_solver_2m": dpm_solver_2m}
+SOLVERS = {"euler": euler, "heun": heun, "dpm_solver_2m": dpm_solver_2m, "rk45": rk45_solver()}
 
 
 def nfe(solver_name, sigmas):
@@ -96,4 +99,6 @@ def nfe(solver_name, sigmas):
     return 2 * steps - int(np.sum(sigmas[1:] == 0))
   if solver_name == "student":
     return int(np.sum(sigmas > 0))
+  if solver_name == "rk45":
+    raise ValueError("rk45 is adaptive: use the per-sample counts returned by samplers.adaptive.rk45")
   raise ValueError(f"unknown solver {solver_name!r}; valid: {', '.join([*SOLVERS, 'student'])}")
