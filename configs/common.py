@@ -81,3 +81,8 @@ def pipeline(stages: dict, data_source: str) -> ml_collections.ConfigDict:
   c.pipeline = ml_collections.ConfigDict(dict(stages=tuple(stages)))
   c.stages = ml_collections.ConfigDict(stages)
   return c
+
+
+def boss_objective(bellman_file: str = "") -> ml_collections.ConfigDict:
+  """objective section of the BOSS straightening fine-tune (distill/objectives/boss.py) on a `distill boss` grid."""
+  return ml_collections.ConfigDict(dict(name="boss", bellman_file=bellman_file, init="teacher"))

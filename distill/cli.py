@@ -6,6 +6,7 @@
   distill eval (--workdir W | --sampler B) [--data SOURCE] [--num N] [--steps 1,2,4] [--json OUT]
                [--features inception|classifier:C] [--ref R]
   distill pairs (--teacher B | --teacher_workdir T) --out P --num N [--solver rk45] [--steps K] [--seed S]
+  distill boss --sampler B --steps K --out grid.json [--bundle_out B2]
   distill fid (--sampler B | --workdir W | --samples S.npz) [--features inception|classifier:C] [--ref R] [--num N]
   distill fid stats --data SOURCE --out stats.npz [--features F]   |   distill fid convert-weights --pth P --out W
   distill train-classifier --data npz:P.npz --out C
@@ -155,7 +156,7 @@ def export_workdir(workdir: str, out: str | None = None, step: int | None = None
   group = built.objective.sample_group
   out = out or os.path.join(workdir, "export")
   meta = samplers.export_bundle(
-      out, built.objective.groups[group].network, state.ema[group], sampler_config=config.sampler.to_dict(),
+      out, built.objective.groups[group].network, state.ema[group], sampler_config=run.sampler_config(config),
       data_spec=built.source.spec,
       provenance={"workdir": os.path.abspath(workdir), "step": int(step), "objective": config.objective.name,
                   "data_source": config.data.source, "group": group, "best_by_fid": best})
@@ -389,6 +390,32 @@ def cmd_pairs(argv):
         f"{meta['nfe']} NFE) in {fv.out} ({time.time() - start:.1f}s)")
 
 
+def cmd_boss(argv):
+  def define(fv, argv):
+    flags.DEFINE_string("sampler", None, "exported model bundle", flag_values=fv)
+    flags.DEFINE_integer("steps", None, "number of Euler steps K", flag_values=fv)
+    flags.DEFINE_string("out", None, "Bellman grid JSON", flag_values=fv)
+    flags.DEFINE_string("bundle_out", None, "also write a copy of the bundle that samples on the grid",
+                        flag_values=fv)
+    flags.DEFINE_integer("fine_steps", 100, "fine uniform RF-time grid (K_max)", flag_values=fv)
+    flags.DEFINE_integer("num", 100, "reference trajectories", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "seed of the reference noise", flag_values=fv)
+
+  fv = parse_flags(argv, define)
+  require_flags(fv, "sampler", "steps", "out")
+  import numpy as np
+
+  from distill import boss
+
+  start = time.time()
+  grid = boss.export_bellman_sampler(fv.sampler, fv.out, fv.bundle_out, fv.steps, fine_steps=fv.fine_steps,
+                                     num_samples=fv.num, seed=fv.seed)
+  t = np.asarray(grid["t_fine"])[grid["nodes"]]
+  print(f"Bellman {fv.steps}-step grid (RF times {np.round(t, 4).tolist()}): jump cost {grid['cost']:.4g} vs "
+        f"uniform {grid['uniform_cost']:.4g}; written to {fv.out}"
+        + (f" and {fv.bundle_out}" if fv.bundle_out else "") + f" ({time.time() - start:.1f}s)")
+
+
 def cmd_fid(argv):
   from distill import cli_fid
 
@@ -402,7 +429,7 @@ def cmd_train_classifier(argv):
 
 
 COMMANDS = {"train": cmd_train, "export": cmd_export, "sample": cmd_sample, "eval": cmd_eval, "pairs": cmd_pairs,
-            "fid": cmd_fid,
+            "boss": cmd_boss, "fid": cmd_fid,
             "train-classifier": cmd_train_classifier, "quickstart": cmd_quickstart}
 
 

@@ -32,6 +32,15 @@ class Run:
   eval_source: data_lib.DataSource  # what evaluations compare samples with
 
 
+def sampler_config(config) -> dict:
+  """config.sampler, except that a BOSS fine-tune samples (and is exported) with Euler on its Bellman grid."""
+  if config.objective.name == "boss":
+    from distill.boss import read_grid, sampler_config as bellman_sampler
+
+    return {**config.sampler.to_dict(), **bellman_sampler(read_grid(config.objective.bellman_file))}
+  return config.sampler.to_dict()
+
+
 def build_run(config) -> Run:
   mesh = sharding_lib.make_mesh(config.mesh)
   source = data_lib.make_source(config.data.source, config.seed, flip=config.data.flip)
@@ -43,7 +52,7 @@ def build_run(config) -> Run:
     raise UserError(f"data.batch_size={config.data.batch_size} must be divisible by the {mesh.size} devices of the mesh")
   trainer = Trainer(objective, mesh, config.sharding.rules, config.ema, config.seed, teacher)
   network = objective.groups[objective.sample_group].network
-  generator = Generator(network, source.spec.shape, config.sampler, mesh=None)
+  generator = Generator(network, source.spec.shape, sampler_config(config), mesh=None)
   reference = config.eval.get("reference", "")
   eval_source = data_lib.make_source(reference, config.seed) if reference else source
   return Run(config, mesh, source, objective, trainer, generator, eval_source)

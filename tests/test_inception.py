@@ -224,6 +224,7 @@ def test_wrong_shape_names_the_parameter(weights, tmp_path):
 
 def test_convert_without_torch_says_why(monkeypatch, tmp_path):
   monkeypatch.setitem(sys.modules, "torch", None)
+  (tmp_path / "x.pth").write_bytes(b"not needed: torch is missing")
   with pytest.raises(UserError, match="only for this one step"):
     iw.convert(str(tmp_path / "x.pth"), str(tmp_path / "x.npz"))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from distill.networks import network_from_config
 from distill.errors import UserError
 from distill.objectives.base import Objective, ParamGroup
+from distill.objectives.boss import BOSSStraighten
 from distill.objectives.reflow import FlowGuidedDistillation, Reflow
 from distill.objectives.teacher_training import EDMDenoising, FlowMatching
 from distill.objectives.two_network import TwoNetworkDemo
@@ -70,12 +71,24 @@ def _flow_guided(config, data_spec, teacher):
                                 **_options(config, ("name", "init")))
 
 
+def _boss(config, data_spec, teacher):
+  from distill.boss import read_grid
+
+  grid = read_grid(config.objective.bellman_file)
+  if teacher is None or teacher.bundle_meta.get("checksum") != grid["checksum"]:
+    raise UserError(f"the Bellman grid {config.objective.bellman_file} was computed for model "
+                    f"{grid['checksum'][:12]}...: configure that model as teacher.bundle")
+  return BOSSStraighten(groups=_student_group(config, data_spec, teacher), teacher_network=teacher.network,
+                        t_fine=tuple(grid["t_fine"]), nodes=tuple(grid["nodes"]))
+
+
 REGISTRY = {
     "edm": _edm,
     "flow_matching": _flow_matching,
     "two_network_demo": _two_network_demo,
     "reflow": _reflow,
     "flow_guided": _flow_guided,
+    "boss": _boss,
 }
 
 
