@@ -266,3 +266,33 @@ def test_straightness_drops_after_one_reflow(tmp_path):
   print(f"straightness {s}, one-step error {one_step_error}")
   assert float(s["2-RF"]) < 0.25 * float(s["teacher"]), s
   assert one_step_error["2-RF"] < 0.25 * one_step_error["teacher"], one_step_error
+
+
+def test_slimflow_pipeline_with_a_smaller_student(tmp_path):
+  """Teacher -> pairs -> annealing reflow of a smaller student from scratch -> flow-guided distillation, on 2-D
+  data at a tiny budget: every stage runs, the student is smaller, and the final model samples in one step."""
+  from configs import tiny_reflow
+  from distill import checkpointing, pipeline
+
+  base = tiny_reflow.get_config()
+  anneal = base.stages.reflow.config
+  anneal.model.width = 16
+  anneal.objective.update(beta_schedule="linear", beta_steps=10, init="random")
+  guided = ml_collections.ConfigDict(anneal.to_dict())
+  guided.sampler.steps = 1
+  guided.objective = ml_collections.ConfigDict(dict(name="flow_guided", distance="pseudo_huber", huber_c=0.00054,
+                                                    t_eps=1e-3, t_min=0.2, t_max=0.8, guide_first_leg="student",
+                                                    guide_weight=1.0, init="teacher"))
+  config = common.pipeline({"teacher": base.stages.teacher, "pairs": base.stages.pairs,
+                            "anneal": common.train_stage(anneal, data_stage="pairs"),
+                            "guided": common.train_stage(guided, data_stage="pairs", teacher_stage="anneal")},
+                           "toy:moons")
+  workdir = str(tmp_path / "slim")
+  checkpointing.prepare_workdir(workdir, config.to_dict(), overwrite=False)
+  records = pipeline.run_pipeline(config, workdir, log=lambda s: None)
+  teacher, student = (samplers.load(records[name]["bundle"]) for name in ("teacher", "guided"))
+  assert student.network.num_params() < teacher.network.num_params()
+  assert student.nfe() == 1 and np.all(np.isfinite(student.sample(jax.random.key(0), 64)))
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "anneal", "metrics.jsonl"))]
+  betas = [r["model/beta"] for r in rows if "model/beta" in r]  # mean beta over each logging interval
+  assert betas[0] > 0.5 and betas[-1] == 0.0
