@@ -259,6 +259,22 @@ def evaluate_sampler(sampler, data_source: str, num: int, steps_list, seed: int 
   return rows
 
 
+def flow_straightness(sampler, num: int, seed: int = 0, steps: int = 100) -> dict:
+  """Straightness S of a bundle's flow (distill/evaluation/straightness.py) on `num` paths of `steps` uniform Euler
+  steps from t = 1e-3 to 1, and the mean squared distance of the one-step Euler sample from the path's end."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from distill.evaluation.straightness import straightness
+
+  z = (1.0 - 1e-3) * jax.random.normal(jax.random.key(seed), (num,) + sampler.shape)
+  velocity = lambda x, t: sampler.network.velocity(sampler.params, x, jnp.full(x.shape[:1], t))
+  s, z1 = straightness(velocity, z, np.linspace(1e-3, 1.0, steps + 1))
+  one_step = z + (1.0 - 1e-3) * velocity(z, 1e-3)
+  return {"straightness": float(s), "one_step_error": float(jnp.mean((one_step - z1) ** 2))}
+
+
 def plot_fid_history(workdir: str, path: str) -> bool:
   """Plot the in-training FID (eval/fid in metrics.jsonl) against the training step; False when there is none."""
   from distill.evaluation import save_curve
@@ -298,6 +314,8 @@ def cmd_eval(argv):
                         "(inception, classifier:<folder>)", flag_values=fv)
     flags.DEFINE_string("ref", None, "FID reference: data source or `distill fid stats` file (default: --data)",
                         flag_values=fv)
+    flags.DEFINE_bool("straightness", False, "also report the flow's straightness S and one-step Euler error",
+                      flag_values=fv)
 
   fv = parse_flags(argv, define)
   from distill.errors import UserError
@@ -332,9 +350,15 @@ def cmd_eval(argv):
     print(f"plot (FID against NFE): {os.path.join(plot_dir, 'fid_vs_nfe.png')}")
   if fv.workdir and plot_fid_history(fv.workdir, os.path.join(plot_dir, "fid_vs_step.png")):
     print(f"plot (in-training FID against step): {os.path.join(plot_dir, 'fid_vs_step.png')}")
+  result = rows
+  if fv.straightness:
+    straight = flow_straightness(s, min(fv.num, 1000) if s.kind == "images" else fv.num, fv.seed)
+    print(f"straightness S {straight['straightness']:.4g} (0 = straight paths); one-step Euler vs 100-step endpoint: "
+          f"mean squared error {straight['one_step_error']:.4g}")
+    result = {"rows": rows, **straight}
   if fv.json:
     with open(fv.json, "w") as f:
-      json.dump(rows, f, indent=2)
+      json.dump(result, f, indent=2)
 
 
 # ----- entry point ------------------------------------------------------------------------------------------------

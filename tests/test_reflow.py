@@ -183,6 +183,12 @@ def test_pipeline_in_one_command_resumes_and_exports_a_one_step_student(tmp_path
   assert student.nfe() == 1 and student.meta["checksum"] == records["distill"]["checksum"]
   assert student.sample(jax.random.key(0), 5).shape == (5, 2)
 
+  out_json = str(tmp_path / "eval.json")
+  assert cli.main(["eval", f"--sampler={records['reflow']['bundle']}", "--steps=1", "--num=256", "--straightness",
+                   f"--json={out_json}"]) == 0
+  report = json.load(open(out_json))
+  assert report["straightness"] >= 0 and report["one_step_error"] >= 0 and report["rows"][0]["nfe"] == 1
+
   capsys.readouterr()
   assert cli.main(["train", f"--config={run_config}", f"--workdir={workdir}"]) == 0
   assert capsys.readouterr().out.count("already done") == 5
@@ -296,3 +302,13 @@ def test_slimflow_pipeline_with_a_smaller_student(tmp_path):
   rows = [json.loads(line) for line in open(os.path.join(workdir, "anneal", "metrics.jsonl"))]
   betas = [r["model/beta"] for r in rows if "model/beta" in r]  # mean beta over each logging interval
   assert betas[0] > 0.5 and betas[-1] == 0.0
+
+
+def test_online_pairs_are_the_teachers_euler_solution(teacher_bundle):
+  teacher = _teacher(teacher_bundle)
+  objective = reflow.Reflow(groups={}, teacher_network=teacher.network, online=True, online_steps=5)
+  z, x1 = objective.pairs({"x": jnp.zeros((6, 2))}, teacher.params, jax.random.key(4), None)
+  sigmas = samplers.uniform_t_sigmas(5)
+  expected = samplers.euler(lambda x, s, c: teacher.network.denoise(teacher.params, x, s, c), sigmas[0] * z, sigmas)
+  np.testing.assert_allclose(np.asarray(x1), np.asarray(expected), rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(z), np.asarray(jax.random.normal(jax.random.key(4), (6, 2))))
