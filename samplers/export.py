@@ -9,6 +9,7 @@ It is written to a temporary folder and renamed into place, so a bundle is eithe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -55,22 +56,29 @@ def export_bundle(out: str, network, params, *, sampler_config: dict, data_spec,
       "checksum": params_checksum(pure),
       "provenance": provenance or {},
   }
-  out = os.path.abspath(out)
-  parent = os.path.dirname(out)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".bundle-", dir=parent)
-  try:
+  with atomic_folder(out, prefix=".bundle-") as tmp:
     with ocp.StandardCheckpointer() as ckptr:
       ckptr.save(os.path.join(tmp, PARAMS_DIR), pure)
     with open(os.path.join(tmp, META_FILE), "w") as f:
       json.dump(meta, f, indent=2, sort_keys=True, default=_json_default)
+  return meta
+
+
+@contextlib.contextmanager
+def atomic_folder(out: str, prefix: str = ".tmp-"):
+  """Yield a temporary folder beside `out`; when the block succeeds it replaces `out`, when it fails it is removed,
+  so `out` is always either complete or as it was."""
+  out = os.path.abspath(out)
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=prefix, dir=os.path.dirname(out))
+  try:
+    yield tmp
     if os.path.exists(out):
       shutil.rmtree(out)
     os.replace(tmp, out)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
-  return meta
 
 
 def _json_default(o):

@@ -23,12 +23,8 @@ from distill.teacher import Teacher, load_teacher
 
 
 @pytest.fixture(scope="module")
-def teacher_bundle(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("teacher"))
-  config = tiny.get_config()
-  config.train.num_steps = 10
-  run.train(config, workdir)
-  return cli.export_workdir(workdir)
+def teacher_bundle(tiny_teacher_bundle):
+  return tiny_teacher_bundle
 
 
 def _teacher(bundle):

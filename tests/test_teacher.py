@@ -7,18 +7,14 @@ import pytest
 
 import samplers
 from configs import tiny, tiny_two_network
-from distill import cli, run
+from distill import run
 from distill.errors import UserError
 from distill.teacher import load_teacher
 
 
 @pytest.fixture(scope="module")
-def teacher_bundle(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("teacher"))
-  config = tiny.get_config()
-  config.train.num_steps = 10
-  run.train(config, workdir)
-  return cli.export_workdir(workdir)
+def teacher_bundle(tiny_teacher_bundle):
+  return tiny_teacher_bundle
 
 
 def _leaves(tree):

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 
 import jax
@@ -104,23 +102,14 @@ def _flat_params(model: Classifier) -> dict:
 
 def save_classifier(out: str, model: Classifier, meta: dict) -> dict:
   """Write the classifier folder atomically; returns the metadata with its parameter checksum."""
-  from samplers.export import params_checksum
+  from samplers.export import atomic_folder, params_checksum
 
   flat = {k: np.asarray(v) for k, v in _flat_params(model).items()}
   meta = {**meta, "checksum": params_checksum(flat)}
-  out = os.path.abspath(out)
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".classifier-", dir=os.path.dirname(out))
-  try:
+  with atomic_folder(out, prefix=".classifier-") as tmp:
     np.savez(os.path.join(tmp, PARAMS_FILE), **flat)
     with open(os.path.join(tmp, META_FILE), "w") as f:
       json.dump(meta, f, indent=2, sort_keys=True)
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.replace(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return meta
 
 
