@@ -55,7 +55,16 @@ def reflow_objective(**overrides) -> ml_collections.ConfigDict:
   """objective section of distill/objectives/reflow.py's Reflow (defaults: 2-rectified flow from the teacher)."""
   return ml_collections.ConfigDict(dict(name="reflow", time="uniform", k=1, distance="l2", huber_c=0.00054,
                                         t_eps=1e-3, beta_schedule="none", beta_steps=1, beta_value=0.0, online=False,
-                                        online_steps=20, label_dropout=0.0, init="teacher") | overrides)
+                                        online_steps=20, label_dropout=0.0, lpips_weights="", lpips_resize=0,
+                                        init="teacher") | overrides)
+
+
+def flow_guided_objective(**overrides) -> ml_collections.ConfigDict:
+  """objective section of distill/objectives/reflow.py's FlowGuidedDistillation (SlimFlow's defaults; the student
+  starts from the configured teacher's parameters, i.e. the annealing-reflow student it guides)."""
+  return ml_collections.ConfigDict(dict(name="flow_guided", distance="l2", huber_c=0.00054, t_eps=1e-3, t_min=0.2,
+                                        t_max=0.8, guide_first_leg="student", guide_weight=1.0, lpips_weights="",
+                                        lpips_resize=0, init="teacher") | overrides)
 
 
 def pairs_stage(source_stage: str, num: int, seed: int, steps: int = 0, shard_size: int = 10_000,

@@ -29,9 +29,7 @@ def get_config():
   anneal.objective = common.reflow_objective(beta_schedule="linear", beta_steps=1200, init="random")
   guided = small_student(1500, 1)
   guided.optim.update(learning_rate=2e-4, schedule="constant")
-  guided.objective = ml_collections.ConfigDict(dict(name="flow_guided", distance="l2", huber_c=0.00054, t_eps=1e-3,
-                                                    t_min=0.2, t_max=0.8, guide_first_leg="student",
-                                                    guide_weight=1.0, init="teacher"))
+  guided.objective = common.flow_guided_objective()
   stages = {
       "teacher": common.train_stage(mnist_teacher.get_config()),
       "pairs": common.pairs_stage("teacher", num=10_000, seed=1, steps=20, shard_size=1000),

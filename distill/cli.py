@@ -9,7 +9,7 @@
   distill boss --sampler B --steps K --out grid.json [--bundle_out B2]
   distill fid (--sampler B | --workdir W | --samples S.npz) [--features inception|classifier:C] [--ref R] [--num N]
   distill fid stats --data SOURCE --out stats.npz [--features F]   |   distill fid convert-weights --pth P --out W
-  distill train-classifier --data npz:P.npz --out C
+  distill train-classifier --data npz:P.npz --out C   |   distill lpips-weights --vgg V.pth --lin L.pth --out W
   distill quickstart [--workdir runs/quickstart]
 
 Flags are absl flags, config overrides are ml_collections `--config.key=value`. Problems with the input (unknown
@@ -452,9 +452,15 @@ def cmd_train_classifier(argv):
   cli_fid.cmd_train_classifier(argv)
 
 
+def cmd_lpips_weights(argv):
+  from distill import cli_fid
+
+  cli_fid.cmd_lpips_weights(argv)
+
+
 COMMANDS = {"train": cmd_train, "export": cmd_export, "sample": cmd_sample, "eval": cmd_eval, "pairs": cmd_pairs,
             "boss": cmd_boss, "fid": cmd_fid,
-            "train-classifier": cmd_train_classifier, "quickstart": cmd_quickstart}
+            "train-classifier": cmd_train_classifier, "lpips-weights": cmd_lpips_weights, "quickstart": cmd_quickstart}
 
 
 def main(argv=None) -> int:

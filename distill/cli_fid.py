@@ -1,10 +1,11 @@
-"""`distill fid` and `distill train-classifier`.
+"""`distill fid`, `distill train-classifier` and `distill lpips-weights` (pretrained-network commands).
 
   distill fid (--sampler B | --workdir W | --samples S.npz) [--features inception|classifier:C] [--ref R]
               [--num 50000] [--steps K] [--seed S] [--json OUT] [--save_samples S.npz|DIR]
   distill fid stats --data SOURCE --out stats.npz [--features F] [--num N]
   distill fid convert-weights --pth pt_inception-2015-12-05-6726825d.pth [--out weights.npz]
   distill train-classifier --data npz:P.npz --out C [--steps 2000] [--holdout 1000]
+  distill lpips-weights --vgg vgg16-397923af.pth --lin vgg.pth [--out lpips_vgg.npz]
 
 --ref is a data source (npz:, tfds:) or a statistics file from `distill fid stats`; for a sampler or workdir it
 defaults to the data source the model was trained on.
@@ -40,6 +41,21 @@ def cmd_convert_weights(argv):
   meta = inception_weights.convert(fv.pth, fv.out, check_hash=fv.check_hash)
   print(f"converted {fv.pth} (sha256 {meta['source_sha256'][:16]}...) to {fv.out} "
         f"(weights sha256 {meta['weights_sha256'][:16]}...)")
+
+
+def cmd_lpips_weights(argv):
+  from distill import lpips_weights
+
+  def define(fv, argv):
+    flags.DEFINE_string("vgg", None, f"torchvision's {lpips_weights.VGG16_PTH}", flag_values=fv)
+    flags.DEFINE_string("lin", None, f"LPIPS v0.1's linear layers ({lpips_weights.LIN_URL})", flag_values=fv)
+    flags.DEFINE_string("out", lpips_weights.default_weights_path(), "converted .npz", flag_values=fv)
+    flags.DEFINE_bool("check_hash", True, "require torchvision's SHA-256 prefix for --vgg", flag_values=fv)
+
+  fv = parse_flags(argv, define)
+  require_flags(fv, "vgg", "lin")
+  meta = lpips_weights.convert(fv.vgg, fv.lin, fv.out, check_hash=fv.check_hash)
+  print(f"converted {fv.vgg} + {fv.lin} to {fv.out} (weights sha256 {meta['weights_sha256'][:16]}...)")
 
 
 def cmd_stats(argv):

@@ -282,9 +282,7 @@ def test_slimflow_pipeline_with_a_smaller_student(tmp_path):
   anneal.objective.update(beta_schedule="linear", beta_steps=10, init="random")
   guided = ml_collections.ConfigDict(anneal.to_dict())
   guided.sampler.steps = 1
-  guided.objective = ml_collections.ConfigDict(dict(name="flow_guided", distance="pseudo_huber", huber_c=0.00054,
-                                                    t_eps=1e-3, t_min=0.2, t_max=0.8, guide_first_leg="student",
-                                                    guide_weight=1.0, init="teacher"))
+  guided.objective = common.flow_guided_objective(distance="pseudo_huber")
   config = common.pipeline({"teacher": base.stages.teacher, "pairs": base.stages.pairs,
                             "anneal": common.train_stage(anneal, data_stage="pairs"),
                             "guided": common.train_stage(guided, data_stage="pairs", teacher_stage="anneal")},

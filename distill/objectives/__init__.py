@@ -56,11 +56,23 @@ def _student_group(config, data_spec, teacher) -> dict:
   return {"model": ParamGroup(net, config.optim.to_dict(), init=init)}
 
 
+def _distance_options(config) -> dict:
+  """The reflow distance options; the LPIPS kinds load the user's converted weights (objective.lpips_weights, ''
+  for the default path) into a frozen LPIPS, resizing images to objective.lpips_resize (0: as they are)."""
+  from distill.lpips_weights import load_lpips_distance
+  from distill.objectives.reflow import IMAGE_DISTANCES
+
+  options = _options(config, ("name", "init", "lpips_weights", "lpips_resize"))
+  if config.objective.distance in IMAGE_DISTANCES:
+    options["lpips"] = load_lpips_distance(config.objective.lpips_weights, config.objective.lpips_resize)
+  return options
+
+
 def _reflow(config, data_spec, teacher):
   if config.objective.online and teacher is None:
     raise UserError("objective.online=True generates pairs with the teacher: set teacher.bundle or teacher.workdir")
   return Reflow(groups=_student_group(config, data_spec, teacher),
-                teacher_network=None if teacher is None else teacher.network, **_options(config, ("name", "init")))
+                teacher_network=None if teacher is None else teacher.network, **_distance_options(config))
 
 
 def _flow_guided(config, data_spec, teacher):
@@ -68,7 +80,7 @@ def _flow_guided(config, data_spec, teacher):
     raise UserError("flow_guided distillation needs the guide flow (a 2-rectified flow) as teacher.bundle or "
                     "teacher.workdir")
   return FlowGuidedDistillation(groups=_student_group(config, data_spec, teacher), guide_network=teacher.network,
-                                **_options(config, ("name", "init")))
+                                **_distance_options(config))
 
 
 def _boss(config, data_spec, teacher):

@@ -7,8 +7,11 @@
   target is x1 - z_beta. With `online` the pairs are made per batch by the teacher's ODE (Euler by default).
 - `FlowGuidedDistillation`: SlimFlow's one-step loss on pairs plus the 2-step guide loss on fresh noise, guided by
   a frozen 2-rectified flow (the configured teacher).
-Distances D per sample: 'l2' (mean over elements of the squared error) or 'pseudo_huber'
-(sqrt(|a - b|^2 + c^2) - c with c = huber_c * sqrt(dim), iCT's choice of scaling). The one-step student map is
+Distances D per sample: 'l2' (mean over elements of the squared error), 'pseudo_huber'
+(sqrt(|a - b|^2 + c^2) - c with c = huber_c * sqrt(dim), iCT's choice of scaling), 'lpips' (LPIPS(VGG) from
+user-supplied weights, distill/lpips_weights.py) or 'lpips+l2' (their per-sample sum). LPIPS compares images, so
+Reflow with an LPIPS distance needs time='t0' and compares the one-step prediction x_t + (1 - t) v with x1 (the RF
+repository's one-step LPIPS distillation); FlowGuidedDistillation always compares images. The one-step student map is
 the 1-step Euler sampler on the uniform-t grid: x1_hat = x_eps + (1 - eps) v(x_eps, eps) with x_eps = (1 - eps) z.
 """
 
@@ -27,7 +30,8 @@ from distill.objectives.teacher_training import drop_labels
 
 BETA_SCHEDULES = ("none", "linear", "cosine", "exp", "constant")
 TIME_SCHEDULES = ("uniform", "t0", "k")
-DISTANCES = ("l2", "pseudo_huber")
+DISTANCES = ("l2", "pseudo_huber", "lpips", "lpips+l2")
+IMAGE_DISTANCES = ("lpips", "lpips+l2")
 
 
 def annealing_beta(schedule: str, step, steps: int, value: float = 0.0):
@@ -47,15 +51,25 @@ def annealing_beta(schedule: str, step, steps: int, value: float = 0.0):
   raise ValueError(f"unknown beta schedule {schedule!r}; choose one of {', '.join(BETA_SCHEDULES)}")
 
 
-def distance(a, b, kind: str, huber_c: float = 0.00054):
-  """Per-sample distance between two (B, ...) arrays (see the module docstring)."""
+def check_distance(kind: str, lpips) -> None:
+  if kind not in DISTANCES:
+    raise ValueError(f"unknown distance {kind!r}; choose one of {', '.join(DISTANCES)}")
+  if kind in IMAGE_DISTANCES and lpips is None:
+    raise ValueError(f"distance {kind!r} needs LPIPS weights (objective.lpips_weights)")
+
+
+def distance(a, b, kind: str, huber_c: float = 0.00054, lpips=None):
+  """Per-sample distance between two (B, ...) arrays (see the module docstring); `lpips` maps two (B, H, W, C)
+  image batches to (B,) and is needed by the LPIPS kinds only."""
   axes = tuple(range(1, a.ndim))
   if kind == "l2":
     return jnp.mean((a - b) ** 2, axis=axes)
   if kind == "pseudo_huber":
     c = huber_c * math.sqrt(math.prod(a.shape[1:]))
     return jnp.sqrt(jnp.sum((a - b) ** 2, axis=axes) + c**2) - c
-  raise ValueError(f"unknown distance {kind!r}; choose one of {', '.join(DISTANCES)}")
+  check_distance(kind, lpips)
+  d = lpips(a, b)
+  return d + jnp.mean((a - b) ** 2, axis=axes) if kind == "lpips+l2" else d
 
 
 def sample_time(rng, schedule: str, n: int, t_eps: float, k: int = 1):
@@ -98,12 +112,16 @@ class Reflow(StatelessObjective):
   online: bool = False
   online_steps: int = 20
   label_dropout: float = 0.0
+  lpips: object = None  # distill.lpips_weights.LPIPSDistance for the LPIPS distances
   sample_group: str = "model"
 
   def __post_init__(self):
     sample_time(jax.random.key(0), self.time, 1, self.t_eps, self.k)  # validates the names early
     annealing_beta(self.beta_schedule, 0, self.beta_steps, self.beta_value)
-    distance(jnp.zeros((1, 1)), jnp.zeros((1, 1)), self.distance)
+    check_distance(self.distance, self.lpips)
+    if self.distance in IMAGE_DISTANCES and self.time != "t0":
+      raise ValueError(f"distance {self.distance!r} compares one-step images and needs time='t0', got "
+                       f"{self.time!r}")
 
   def pairs(self, batch, teacher_params, rng, cond):
     """(z, x1): the stored pair, or (online) fresh noise and the teacher's Euler ODE solution from it."""
@@ -125,8 +143,13 @@ class Reflow(StatelessObjective):
     if self.beta_schedule != "none":
       z = jnp.sqrt(1.0 - beta**2) * z + beta * jax.random.normal(k_xi, z.shape)
     t = sample_time(k_t, self.time, z.shape[0], self.t_eps, self.k)
-    v = network.velocity(params[group], mix(x1, z, t), t, cond, train=True, rng=k_drop)
-    loss = jnp.mean(distance(v, x1 - z, self.distance, self.huber_c))
+    x_t = mix(x1, z, t)
+    v = network.velocity(params[group], x_t, t, cond, train=True, rng=k_drop)
+    if self.distance in IMAGE_DISTANCES:
+      x1_hat = x_t + diffusion.expand(1.0 - t, x_t) * v
+      loss = jnp.mean(distance(x1_hat, x1, self.distance, lpips=self.lpips))
+    else:
+      loss = jnp.mean(distance(v, x1 - z, self.distance, self.huber_c))
     return loss, {"beta": beta}
 
 
@@ -153,12 +176,13 @@ class FlowGuidedDistillation(StatelessObjective):
   t_max: float = 0.8
   guide_first_leg: str = "student"
   guide_weight: float = 1.0
+  lpips: object = None  # distill.lpips_weights.LPIPSDistance for the LPIPS distances
   sample_group: str = "model"
 
   def __post_init__(self):
     if self.guide_first_leg not in ("student", "guide"):
       raise ValueError(f"guide_first_leg must be 'student' or 'guide', got {self.guide_first_leg!r}")
-    distance(jnp.zeros((1, 1)), jnp.zeros((1, 1)), self.distance)
+    check_distance(self.distance, self.lpips)
 
   def loss(self, group, params, aux, teacher_params, batch, rng, step):
     del aux, step
@@ -166,7 +190,7 @@ class FlowGuidedDistillation(StatelessObjective):
     cond = batch.get("label") if dict(network.model_kwargs).get("num_classes", 0) else None
     z, x1 = batch["noise"], batch["x"]
     x1_hat, _ = one_step(network, params[group], z, self.t_eps, cond)
-    distill = jnp.mean(distance(x1_hat, x1, self.distance, self.huber_c))
+    distill = jnp.mean(distance(x1_hat, x1, self.distance, self.huber_c, self.lpips))
 
     k_noise, k_t = jax.random.split(rng)
     e = jax.random.normal(k_noise, z.shape)
@@ -177,5 +201,5 @@ class FlowGuidedDistillation(StatelessObjective):
     t = jax.random.uniform(k_t, z.shape[:1], minval=self.t_min, maxval=self.t_max)
     x_t = x_eps + diffusion.expand(t - self.t_eps, e) * jax.lax.stop_gradient(u)
     target = x_t + diffusion.expand(1.0 - t, e) * self.guide_network.velocity(teacher_params, x_t, t, cond)
-    guide = jnp.mean(distance(g_hat, jax.lax.stop_gradient(target), self.distance, self.huber_c))
+    guide = jnp.mean(distance(g_hat, jax.lax.stop_gradient(target), self.distance, self.huber_c, self.lpips))
     return distill + self.guide_weight * guide, {"distill": distill, "guide": guide}
