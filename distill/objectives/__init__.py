@@ -10,6 +10,7 @@ from distill.errors import UserError
 from distill.objectives.base import Objective, ParamGroup
 from distill.objectives.boss import BOSSStraighten
 from distill.objectives.reflow import FlowGuidedDistillation, Reflow
+from distill.objectives.score_distillation import ScoreDistillation
 from distill.objectives.teacher_training import EDMDenoising, FlowMatching
 from distill.objectives.two_network import TwoNetworkDemo
 
@@ -56,16 +57,20 @@ def _student_group(config, data_spec, teacher) -> dict:
   return {"model": ParamGroup(net, config.optim.to_dict(), init=init)}
 
 
-def _distance_options(config) -> dict:
-  """The reflow distance options; the LPIPS kinds load the user's converted weights (objective.lpips_weights, ''
-  for the default path) into a frozen LPIPS, resizing images to objective.lpips_resize (0: as they are)."""
+def _lpips_option(config, kind: str) -> dict:
+  """{'lpips': frozen LPIPS} for the LPIPS distances: the user's converted weights (objective.lpips_weights, '' for
+  the default path), images resized to objective.lpips_resize (0: as they are); {} for the other distances."""
   from distill.lpips_weights import load_lpips_distance
   from distill.objectives.reflow import IMAGE_DISTANCES
 
-  options = _options(config, ("name", "init", "lpips_weights", "lpips_resize"))
-  if config.objective.distance in IMAGE_DISTANCES:
-    options["lpips"] = load_lpips_distance(config.objective.lpips_weights, config.objective.lpips_resize)
-  return options
+  if kind not in IMAGE_DISTANCES:
+    return {}
+  return {"lpips": load_lpips_distance(config.objective.lpips_weights, config.objective.lpips_resize)}
+
+
+def _distance_options(config) -> dict:
+  return _options(config, ("name", "init", "lpips_weights", "lpips_resize")) | _lpips_option(
+      config, config.objective.distance)
 
 
 def _reflow(config, data_spec, teacher):
@@ -94,6 +99,49 @@ def _boss(config, data_spec, teacher):
                         t_fine=tuple(grid["t_fine"]), nodes=tuple(grid["nodes"]))
 
 
+def _architecture_mismatch(net, teacher_net) -> str:
+  """A readable list of how two networks differ ('' when they are the same)."""
+  if net == teacher_net:
+    return ""
+  ours, theirs = dict(net.model_kwargs), dict(teacher_net.model_kwargs)
+  diffs = [f"model {teacher_net.model_name!r} -> {net.model_name!r}"] if net.model_name != teacher_net.model_name else []
+  diffs += [f"model.{k} {theirs.get(k)!r} -> {ours.get(k)!r}" for k in sorted(set(ours) | set(theirs))
+            if ours.get(k) != theirs.get(k)]
+  if net.parameterization != teacher_net.parameterization:
+    diffs.append(f"parameterization {teacher_net.parameterization} -> {net.parameterization}")
+  return ", ".join(diffs)
+
+
+def _score_distillation(config, data_spec, teacher):
+  """Generator and fake score start from the teacher (same architecture); the optional discriminator has the same
+  architecture, initialised from the teacher or at random (objective.disc_init)."""
+  if teacher is None:
+    raise UserError("score distillation needs a teacher: set teacher.bundle or teacher.workdir")
+  o = config.objective
+  net = network_from_config(config.model, config.parameterization, data_spec)
+  mismatch = _architecture_mismatch(net, teacher.network)
+  if mismatch:
+    raise UserError(f"the teacher does not match the configured architecture (teacher -> config: {mismatch}); "
+                    "generator and fake score start from the teacher, so configure the teacher's model")
+  optim = config.optim.to_dict()
+  every = int(o.generator_every)
+  if every < 1:
+    raise UserError(f"objective.generator_every must be >= 1, got {every}")
+  groups = {"fake": ParamGroup(net, optim | {"learning_rate": o.fake_learning_rate or optim["learning_rate"]},
+                               init="teacher")}
+  if o.discriminator or o.gan_weight > 0:
+    if o.disc_init not in ("teacher", "random"):
+      raise UserError(f"objective.disc_init must be 'teacher' or 'random', got {o.disc_init!r}")
+    groups["disc"] = ParamGroup(net, optim | {"learning_rate": o.disc_learning_rate or optim["learning_rate"]},
+                                init=o.disc_init)
+  groups["generator"] = ParamGroup(net, optim, every=every, offset=every - 1, init="teacher")
+  options = _options(config, ("name", "discriminator", "disc_init", "generator_every", "fake_learning_rate",
+                                "disc_learning_rate", "lpips_weights", "lpips_resize"))
+  if o.regression_weight > 0:
+    options |= _lpips_option(config, o.regression_distance)
+  return ScoreDistillation(groups=groups, teacher_network=teacher.network, **options)
+
+
 REGISTRY = {
     "edm": _edm,
     "flow_matching": _flow_matching,
@@ -101,6 +149,7 @@ REGISTRY = {
     "reflow": _reflow,
     "flow_guided": _flow_guided,
     "boss": _boss,
+    "score_distillation": _score_distillation,
 }
 
 
