@@ -67,6 +67,54 @@ def flow_guided_objective(**overrides) -> ml_collections.ConfigDict:
                                         lpips_resize=0, init="teacher") | overrides)
 
 
+# Method presets of distill/objectives/score_distillation.py (spec shared/specs/divergence_family.md, sections 2-8):
+# the settings that make each method what it is; configs add budgets, optimizers and scales.
+SCORE_DISTILLATION_PRESETS = {
+    # Uni-Instruct: f-divergence weights with a discriminator ratio, SiD(alpha=1) warm-up, sigma_init 2.5.
+    "uni_instruct": dict(estimator="f_divergence", discriminator=True),
+    # SiD: Fisher divergence through score identities, alpha = 1.2, data-free.
+    "sid": dict(estimator="sid", alpha=1.2),
+    # SiDA: SiD(alpha = 1) plus the adversarial term of a discriminator.
+    "sida": dict(estimator="sid", alpha=1.0, discriminator=True, gan_weight=0.01),
+    # SIM: score implicit matching with the pseudo-Huber distance (self-normalising, no mean-abs normaliser).
+    "sim": dict(estimator="sim", sim_distance="pseudo_huber", sim_c=0.01, normaliser="none"),
+    # Diff-Instruct: integral KL, detached direction, log-normal sigma, no normaliser, sigma_init 1.
+    "diff_instruct": dict(estimator="vsd", divergence="rkl", normaliser="none", generator_sigma="lognormal:-1.2,1.2",
+                          sigma_init=1.0),
+    # DMD: the DI direction over the mean-abs normaliser on the Karras index range [20, 980], plus a regression
+    # loss on teacher pairs (data.source = pairs:<store>), sigma_init 80.
+    "dmd": dict(estimator="vsd", divergence="rkl", generator_sigma="karras_index:20,980",
+                fake_sigma="karras_index:0,999", sigma_init=80.0, regression_weight=0.25, normaliser_eps=1e-6),
+    # DMD2: DMD without regression, a GAN on noised samples, five critic steps per generator step, uniform labels.
+    "dmd2": dict(estimator="vsd", divergence="rkl", generator_sigma="karras_index:20,980",
+                 fake_sigma="karras_index:0,999", disc_sigma="karras_index:0,999", sigma_init=80.0,
+                 discriminator=True, gan_weight=3e-3, generator_every=5, labels="uniform", normaliser_eps=1e-6),
+    # f-distill: the DI direction weighted by h(r) = r^2 f''(r) (batch-normalised) plus a GAN; forward KL default.
+    "f_distill": dict(estimator="vsd", divergence="fkl", generator_sigma="karras_index:2,998",
+                      fake_sigma="karras_index:2,998", disc_sigma="karras_index:2,998", sigma_init=80.0,
+                      discriminator=True, gan_weight=1e-3, generator_every=5, normaliser_eps=1e-6),
+}
+
+
+def score_distillation_objective(method: str, **overrides) -> ml_collections.ConfigDict:
+  """objective section of ScoreDistillation: shared defaults (SiD / Uni-Instruct lineage), then the method's
+  preset, then overrides."""
+  defaults = dict(name="score_distillation", estimator="f_divergence", divergence="rkl", alpha=1.2,
+                  sim_distance="l2", sim_c=0.0, sigma_init=2.5, sigma_data=0.5, generator_sigma="karras:0.8",
+                  fake_sigma="lognormal:-1.2,1.2", disc_sigma="lognormal:-1.2,1.2", normaliser="mean_abs",
+                  normaliser_eps=1e-5, ratio_path="pathwise", ratio_logit_clip=10.0, ratio_min=0.1, ratio_max=20.0,
+                  weight_normalise=True, gan_weight=0.0, regression_weight=0.0, regression_distance="l2",
+                  lpips_weights="", lpips_resize=0, generator_start=0, divergence_start=0, labels="data",
+                  guidance=1.0, discriminator=False, disc_init="teacher", generator_every=1, fake_learning_rate=0.0,
+                  disc_learning_rate=0.0)
+  return ml_collections.ConfigDict(defaults | SCORE_DISTILLATION_PRESETS[method] | overrides)
+
+
+def one_step_sampler(c: ml_collections.ConfigDict) -> None:
+  """Export a score-distilled generator as the one-step student sampler: x0 = D(sigma_init z; sigma_init)."""
+  c.sampler.update(solver="student", grid="edm", steps=1, sigma_max=c.objective.sigma_init)
+
+
 def pairs_stage(source_stage: str, num: int, seed: int, steps: int = 0, shard_size: int = 10_000,
                 sampler=None) -> ml_collections.ConfigDict:
   """A pipeline stage that makes `num` pairs with `source_stage`'s model (steps 0 / sampler None: its own)."""
