@@ -8,15 +8,25 @@ discriminator, the objective's Monte-Carlo generator gradient must equal, within
 both computed here independently by Gauss-Hermite quadrature and central finite differences.
 """
 
+import json
 import math
+import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
+import samplers
+from configs import common, tiny
+from distill import cli, run
+from distill.data import DataSpec
+from distill.errors import UserError
+from distill.objectives import build
 from distill.objectives.base import ParamGroup
-from distill.objectives.score_distillation import ScoreDistillation
+from distill.objectives.score_distillation import ScoreDistillation, karras_sigma, parse_sigma_sampler, sample_sigma
+from distill.teacher import load_teacher
 
 SIGMA = 0.7
 # f(r), r = q / p, written out independently of the code's weight table.
@@ -196,3 +206,122 @@ def test_detached_direction_is_sigma_squared_times_the_f_divergence_gradient(dim
 
   exact = _exact_gradient(target, theta)
   assert np.all(_close(mean, se, exact)), (mean, se, exact)
+
+
+# ----- identities between the estimators, stop-gradients --------------------------------------------------------
+
+
+def _loss(objective, teacher, theta, key=0, num=512, d=2):
+  params = {"generator": theta, "fake": theta, "disc": theta}
+  return objective.loss("generator", params, {}, teacher, {"x": jnp.zeros((num, d))}, jax.random.key(key), 0)[0]
+
+
+def test_reverse_kl_is_twice_sid_at_one_half_and_sim_l2_is_twice_sid_at_one():
+  teacher, theta = _setup(2)
+  for key in range(3):
+    rkl = _loss(_objective(teacher, estimator="f_divergence", divergence="rkl"), teacher, theta, key)
+    sid_half = _loss(_objective(teacher, estimator="sid", alpha=0.5), teacher, theta, key)
+    np.testing.assert_allclose(rkl, 2 * sid_half, rtol=1e-5)
+    sim = _loss(_objective(teacher, estimator="sim", sim_distance="l2"), teacher, theta, key)
+    sid_one = _loss(_objective(teacher, estimator="sid", alpha=1.0), teacher, theta, key)
+    np.testing.assert_allclose(sim, 2 * sid_one, rtol=1e-5)
+    # Before divergence_start every f-divergence is SiD(alpha = 1), and generator_start freezes the generator.
+    warm = _objective(teacher, estimator="f_divergence", divergence="chi2", divergence_start=10)
+    np.testing.assert_allclose(_loss(warm, teacher, theta, key), sid_one, rtol=1e-5)
+    frozen = _objective(teacher, estimator="sid", generator_start=10)
+    assert float(_loss(frozen, teacher, theta, key)) == 0.0
+
+
+def test_weight_normalisation_rescales_each_batch_by_a_positive_constant():
+  """Dividing the ratio weights by sg(mean g) keeps every per-sample weight's sign and ratios between samples."""
+  teacher, theta = _setup(1)
+  plain = _objective(teacher, estimator="vsd", divergence="fkl")
+  normalised = _objective(teacher, estimator="vsd", divergence="fkl", weight_normalise=True)
+  theta = {"mean": theta["mean"], "std": theta["std"]}
+  grad = lambda o: jax.grad(lambda t: _loss(o, teacher, t, d=1))(theta)
+  a, b = grad(plain), grad(normalised)
+  scale = float(a["mean"][0] / b["mean"][0])
+  assert scale > 0  # one positive factor (the batch mean of g(r) = r) relates the two gradients
+  np.testing.assert_allclose(float(a["std"][0] / b["std"][0]), scale, rtol=1e-4)
+
+
+def test_critic_losses_do_not_move_the_generator_and_the_direction_is_detached():
+  teacher, theta = _setup(2)
+  objective = _objective(teacher, estimator="vsd", divergence="fkl")
+  batch = {"x": jnp.ones((64, 2))}
+  for group in ("fake", "disc"):
+    grads = jax.grad(lambda g: objective.loss(group, {"generator": g, "fake": theta, "disc": theta}, {}, teacher,
+                                              batch, jax.random.key(1), 0)[0])(theta)
+    assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(grads)), group
+  # The detached (VSD) direction: no gradient reaches the fake score or the discriminator through the generator loss.
+  for name in ("fake", "disc"):
+    grads = jax.grad(lambda p: objective.loss("generator", {"generator": theta, "fake": theta, "disc": theta} | {
+        name: p}, {}, teacher, batch, jax.random.key(1), 0)[0])(theta)
+    assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(grads)), name
+
+
+def test_sigma_samplers():
+  key = jax.random.key(0)
+  karras = np.asarray(sample_sigma("karras:0.8", key, 100_000))
+  assert karras.min() >= 0.002 - 1e-6 and karras.max() <= karras_sigma(0.2) + 1e-4
+  np.testing.assert_allclose(karras_sigma(0.2), 24.41, rtol=1e-3)  # u_max = 0.8 -> sigma <= 24.4 (SiD's tmax 800)
+  index = np.asarray(sample_sigma("karras_index:20,980", key, 100_000))
+  np.testing.assert_allclose([index.min(), index.max()], [0.0032, 72.05], rtol=2e-2)
+  lognormal = np.log(np.asarray(sample_sigma("lognormal:-1.2,1.2", key, 100_000)))
+  np.testing.assert_allclose([lognormal.mean(), lognormal.std()], [-1.2, 1.2], atol=0.02)
+  np.testing.assert_array_equal(sample_sigma("fixed:0.3", key, 4), np.full(4, 0.3, np.float32))
+  with pytest.raises(ValueError, match="bad sigma sampler 'karras'"):
+    parse_sigma_sampler("karras")
+
+
+# ----- bad input, training schedule and the exported one-step sampler ----------------------------------------------
+
+
+def _tiny_config(teacher_bundle, method, **objective):
+  c = tiny.get_config()
+  c.objective = common.score_distillation_objective(method, **objective)
+  c.teacher.bundle = teacher_bundle
+  c.optim.update(warmup_steps=0, b1=0.0)
+  common.one_step_sampler(c)
+  return c
+
+
+def test_bad_configs_are_one_clear_line(tiny_teacher_bundle):
+  spec = DataSpec("points", (2,), 0, (-4.0, 4.0))
+  teacher = _tiny_teacher(tiny_teacher_bundle)
+  with pytest.raises(ValueError, match="unknown objective.divergence 'kl'; choose one of rkl, fkl"):
+    build(_tiny_config(tiny_teacher_bundle, "uni_instruct", divergence="kl"), spec, teacher)
+  with pytest.raises(ValueError, match="divergence 'js' weights samples by the density ratio.*discriminator=True"):
+    build(_tiny_config(tiny_teacher_bundle, "uni_instruct", divergence="js", discriminator=False), spec, teacher)
+  wide = _tiny_config(tiny_teacher_bundle, "sid")
+  wide.model.width *= 2
+  with pytest.raises(UserError, match=r"does not match the configured architecture \(teacher -> config: model.width"):
+    build(wide, spec, teacher)
+  with pytest.raises(UserError, match="needs a teacher"):
+    build(_tiny_config(tiny_teacher_bundle, "sid"), spec, None)
+
+
+def _tiny_teacher(bundle):
+  return load_teacher(ml_collections.ConfigDict(dict(bundle=bundle, workdir="", dtype="float32")))
+
+
+def test_two_time_scale_schedule_and_one_step_export(tiny_teacher_bundle, tmp_path):
+  """DMD2's preset updates the fake score and the discriminator every step and the generator every fifth step;
+  the exported sampler is one evaluation of the EMA generator, x0 = D(sigma_init z; sigma_init)."""
+  config = _tiny_config(tiny_teacher_bundle, "dmd2", disc_init="random")
+  config.train.update(num_steps=10, log_every=1, eval_every=0, ckpt_every=10)
+  config.mesh.data = 1
+  workdir = str(tmp_path / "dmd2")
+  run.train(config, workdir)
+  rows = {r["step"]: r for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if "fake/loss" in r}
+  assert sorted(rows) == list(range(1, 11))  # logged every step: the fake score and discriminator every step
+  assert all("disc/loss" in r for r in rows.values())
+  assert [s for s, r in sorted(rows.items()) if "generator/loss" in r] == [5, 10]  # the generator every fifth
+
+  bundle = cli.export_workdir(workdir, str(tmp_path / "export"))
+  sampler = samplers.load(bundle)
+  assert sampler.nfe(None) == 1 and sampler.meta["sampler"]["sigma_max"] == 80.0
+  x = sampler.sample(jax.random.key(3), 16)
+  z = samplers.initial_noise(samplers.sample_keys(jax.random.key(3), np.arange(16)), (2,))
+  direct = sampler.network.denoise(sampler.params, 80.0 * z, 80.0)
+  np.testing.assert_allclose(x, np.asarray(direct), rtol=1e-5, atol=1e-5)
