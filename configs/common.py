@@ -71,11 +71,11 @@ def flow_guided_objective(**overrides) -> ml_collections.ConfigDict:
 # the settings that make each method what it is; configs add budgets, optimizers and scales.
 SCORE_DISTILLATION_PRESETS = {
     # Uni-Instruct: f-divergence weights with a discriminator ratio, SiD(alpha=1) warm-up, sigma_init 2.5.
-    "uni_instruct": dict(estimator="f_divergence", discriminator=True),
+    "uni_instruct": dict(estimator="f_divergence", discriminator=True, gan_over_normaliser=True),
     # SiD: Fisher divergence through score identities, alpha = 1.2, data-free.
     "sid": dict(estimator="sid", alpha=1.2),
     # SiDA: SiD(alpha = 1) plus the adversarial term of a discriminator.
-    "sida": dict(estimator="sid", alpha=1.0, discriminator=True, gan_weight=0.01),
+    "sida": dict(estimator="sid", alpha=1.0, discriminator=True, gan_weight=0.01, gan_over_normaliser=True),
     # SIM: score implicit matching with the pseudo-Huber distance (self-normalising, no mean-abs normaliser).
     "sim": dict(estimator="sim", sim_distance="pseudo_huber", sim_c=0.01, normaliser="none"),
     # Diff-Instruct: integral KL, detached direction, log-normal sigma, no normaliser, sigma_init 1.
@@ -87,8 +87,9 @@ SCORE_DISTILLATION_PRESETS = {
                 fake_sigma="karras_index:0,999", sigma_init=80.0, regression_weight=0.25, normaliser_eps=1e-6),
     # DMD2: DMD without regression, a GAN on noised samples, five critic steps per generator step, uniform labels.
     "dmd2": dict(estimator="vsd", divergence="rkl", generator_sigma="karras_index:20,980",
-                 fake_sigma="karras_index:0,999", disc_sigma="karras_index:0,999", sigma_init=80.0,
-                 discriminator=True, gan_weight=3e-3, generator_every=5, labels="uniform", normaliser_eps=1e-6),
+                 fake_sigma="karras_index:0,999", disc_sigma="karras_index:0,999", gan_sigma="karras_index:0,999",
+                 sigma_init=80.0, discriminator=True, gan_weight=3e-3, generator_every=5, labels="uniform",
+                 normaliser_eps=1e-6),
     # f-distill: the DI direction weighted by h(r) = r^2 f''(r) (batch-normalised) plus a GAN; forward KL default.
     "f_distill": dict(estimator="vsd", divergence="fkl", generator_sigma="karras_index:2,998",
                       fake_sigma="karras_index:2,998", disc_sigma="karras_index:2,998", sigma_init=80.0,
@@ -99,14 +100,14 @@ SCORE_DISTILLATION_PRESETS = {
 def score_distillation_objective(method: str, **overrides) -> ml_collections.ConfigDict:
   """objective section of ScoreDistillation: shared defaults (SiD / Uni-Instruct lineage), then the method's
   preset, then overrides."""
-  defaults = dict(name="score_distillation", estimator="f_divergence", divergence="rkl", alpha=1.2,
-                  sim_distance="l2", sim_c=0.0, sigma_init=2.5, sigma_data=0.5, generator_sigma="karras:0.8",
-                  fake_sigma="lognormal:-1.2,1.2", disc_sigma="lognormal:-1.2,1.2", normaliser="mean_abs",
-                  normaliser_eps=1e-5, ratio_path="pathwise", ratio_logit_clip=10.0, ratio_min=0.1, ratio_max=20.0,
-                  weight_normalise=True, gan_weight=0.0, regression_weight=0.0, regression_distance="l2",
-                  lpips_weights="", lpips_resize=0, generator_start=0, divergence_start=0, labels="data",
-                  guidance=1.0, discriminator=False, disc_init="teacher", generator_every=1, fake_learning_rate=0.0,
-                  disc_learning_rate=0.0)
+  defaults = dict(
+      name="score_distillation", estimator="f_divergence", divergence="rkl", alpha=1.2, sim_distance="l2",
+      sim_c=0.0, sigma_init=2.5, sigma_data=0.5, generator_sigma="karras:0.8", fake_sigma="lognormal:-1.2,1.2",
+      disc_sigma="lognormal:-1.2,1.2", gan_sigma="", normaliser="mean_abs", normaliser_eps=1e-5,
+      ratio_path="pathwise", ratio_logit_clip=10.0, ratio_min=0.1, ratio_max=20.0, weight_normalise=True,
+      gan_weight=0.0, gan_over_normaliser=False, regression_weight=0.0, regression_distance="l2", lpips_weights="",
+      lpips_resize=0, generator_start=0, divergence_start=0, labels="data", guidance=1.0, discriminator=False,
+      disc_init="teacher", generator_every=1, fake_learning_rate=0.0, disc_learning_rate=0.0)
   return ml_collections.ConfigDict(defaults | SCORE_DISTILLATION_PRESETS[method] | overrides)
 
 

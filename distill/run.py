@@ -52,7 +52,7 @@ def build_run(config) -> Run:
     raise UserError(f"data.batch_size={config.data.batch_size} must be divisible by the {mesh.size} devices of the mesh")
   trainer = Trainer(objective, mesh, config.sharding.rules, config.ema, config.seed, teacher)
   network = objective.groups[objective.sample_group].network
-  generator = Generator(network, source.spec.shape, sampler_config(config), mesh=None)
+  generator = Generator(network, source.spec.shape, sampler_config(config), mesh=mesh)  # the training devices
   reference = config.eval.get("reference", "")
   eval_source = data_lib.make_source(reference, config.seed) if reference else source
   return Run(config, mesh, source, objective, trainer, generator, eval_source)

@@ -325,3 +325,39 @@ def test_two_time_scale_schedule_and_one_step_export(tiny_teacher_bundle, tmp_pa
   z = samplers.initial_noise(samplers.sample_keys(jax.random.key(3), np.arange(16)), (2,))
   direct = sampler.network.denoise(sampler.params, 80.0 * z, 80.0)
   np.testing.assert_allclose(x, np.asarray(direct), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("divergence", ["js", "hellinger"])
+def test_contract_command_distils_and_exports(tiny_teacher_bundle, tmp_path, divergence):
+  """`distill train --config configs/toy2d_uni_instruct.py ... --config.objective.divergence=D` with a reused
+  teacher (the tiny one, so the stage's model is set to its size), then `distill export` and one-step sampling."""
+  workdir, out = str(tmp_path / "ui"), str(tmp_path / "bundle")
+  assert cli.main(["train", "--config", "configs/toy2d_uni_instruct.py", "--workdir", workdir,
+                   "--config.data.source=toy:moons", f"--config.teacher.bundle={tiny_teacher_bundle}",
+                   f"--config.objective.divergence={divergence}", "--config.objective.divergence_start=2",
+                   "--config.stages.distill.config.model.width=32", "--config.stages.distill.config.model.depth=2",
+                   "--config.stages.distill.config.model.emb_dim=16", "--config.stages.distill.config.train.num_steps=4",
+                   "--config.stages.distill.config.data.batch_size=64", "--config.mesh.data=1"]) == 0
+  record = json.load(open(os.path.join(workdir, "distill", "config.json")))["objective"]
+  assert record["divergence"] == divergence and record["estimator"] == "f_divergence"
+  assert cli.main(["export", "--workdir", workdir, "--out", out]) == 0
+  sampler = samplers.load(out)
+  x = sampler.sample(jax.random.key(0), 8)
+  assert x.shape == (8, 2) and np.all(np.isfinite(x)) and sampler.nfe(None) == 1
+
+
+def test_every_score_distillation_config_names_only_known_options():
+  import importlib
+
+  names = ["toy2d_sid", "toy2d_uni_instruct", "toy2d_dmd2", "mnist_sid", "mnist_uni_instruct", "cifar10_sid",
+           "cifar10_uni_instruct"]
+  teacher, _ = _setup(1)
+  for name in names:
+    config = importlib.import_module(f"configs.{name}").get_config()
+    section = config.stages.distill.config.objective if "stages" in config else config.objective
+    o = {k: v for k, v in section.items() if k not in ("name", "discriminator", "disc_init", "generator_every",
+                                                          "fake_learning_rate", "disc_learning_rate",
+                                                          "lpips_weights", "lpips_resize")}
+    _objective(teacher, **o)  # raises on an unknown key or value
+  for method in common.SCORE_DISTILLATION_PRESETS:
+    assert common.score_distillation_objective(method).name == "score_distillation"

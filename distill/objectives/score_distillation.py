@@ -29,8 +29,10 @@ denoiser. Parameter groups, updated in this order within a step:
     (<Delta, D_psi - x0> / sqrt(sg |Delta|^2 + c^2), c = sim_c sqrt(dim)), divided by n.
   * 'vsd' (Diff-Instruct, DMD, DMD2, f-distill; detached direction): <sg(h(r) (D_psi - D_phi) / n), x0>, h = g of
     the divergence (1 for reverse KL); its gradient is sigma^2 grad E_p[f(r)] for exact scores and ratio.
-  Optional terms: gan_weight * softplus(-l(x0 + sigma' eps')) (non-saturating, pathwise through the frozen
-  discriminator) once `divergence_start` is reached, and regression_weight * D(G(noise), x) on teacher pairs (DMD).
+  Optional terms: gan_weight * softplus(-l(x)) (non-saturating, pathwise through the frozen discriminator) at
+  x = x_sigma of the divergence term (gan_sigma '', SiDA / Uni-Instruct) or at a fresh x0 + sigma' eps' with sigma'
+  from gan_sigma (DMD2's 'diffusion GAN'); divided by n too with gan_over_normaliser, as SiDA / Uni-Instruct) once `divergence_start` is
+  reached, and regression_weight * D(G(noise), x) on teacher pairs (DMD).
   With `weight_normalise` the ratio weights are divided by the batch mean of g(r) (a positive per-batch scale).
 """
 
@@ -134,6 +136,7 @@ class ScoreDistillation(StatelessObjective):
   generator_sigma: str = "karras:0.8"
   fake_sigma: str = "lognormal:-1.2,1.2"
   disc_sigma: str = "lognormal:-1.2,1.2"
+  gan_sigma: str = ""
   normaliser: str = "mean_abs"
   normaliser_eps: float = 1e-5
   ratio_path: str = "pathwise"
@@ -142,6 +145,7 @@ class ScoreDistillation(StatelessObjective):
   ratio_max: float = 20.0
   weight_normalise: bool = True
   gan_weight: float = 0.0
+  gan_over_normaliser: bool = False
   regression_weight: float = 0.0
   regression_distance: str = "l2"
   lpips: object = None
@@ -169,7 +173,7 @@ class ScoreDistillation(StatelessObjective):
       raise ValueError(f"objective.ratio_path must be 'pathwise' or 'detached', got {self.ratio_path!r}")
     if self.labels not in ("data", "uniform"):
       raise ValueError(f"objective.labels must be 'data' or 'uniform', got {self.labels!r}")
-    for spec in (self.generator_sigma, self.fake_sigma, self.disc_sigma):
+    for spec in (self.generator_sigma, self.fake_sigma, self.disc_sigma, self.gan_sigma or "fixed:1"):
       parse_sigma_sampler(spec)
     if self.regression_weight > 0:
       check_distance(self.regression_distance, self.lpips)
@@ -310,9 +314,10 @@ class ScoreDistillation(StatelessObjective):
     metrics = {"normaliser": jnp.mean(n), "ratio_mean": jnp.mean(r), "ratio_max": jnp.max(r),
                "surrogate": jnp.mean(per_sample)}
     if self.gan_weight > 0:
-      x_gan, sigma_gan = self._noised(x0, self.disc_sigma, k_gan)
+      x_gan, sigma_gan = self._noised(x0, self.gan_sigma, k_gan) if self.gan_sigma else (x_sigma, sigma)
       adv = jax.nn.softplus(-self.logit(params["disc"], x_gan, sigma_gan, cond))
-      per_sample = per_sample + jnp.where(warm, 0.0, self.gan_weight) * adv
+      adv_weight = jnp.where(warm, 0.0, self.gan_weight) / (n if self.gan_over_normaliser else 1.0)
+      per_sample = per_sample + adv_weight * adv
       metrics["adversarial"] = jnp.mean(adv)
     if self.regression_weight > 0:
       pair_cond = batch.get("label") if self._num_classes() else None
