@@ -361,3 +361,37 @@ def test_every_score_distillation_config_names_only_known_options():
     _objective(teacher, **o)  # raises on an unknown key or value
   for method in common.SCORE_DISTILLATION_PRESETS:
     assert common.score_distillation_objective(method).name == "score_distillation"
+
+
+class _LabelShift:
+  """A conditional 'teacher': D(x; sigma, c) = x + c (the null label num_classes gives x + num_classes)."""
+
+  model_kwargs = (("num_classes", 10),)
+
+  def denoise(self, params, x, sigma, cond=None, **kwargs):
+    del params, sigma, kwargs
+    return x + cond[:, None].astype(x.dtype)
+
+
+def test_teacher_guidance_and_labels():
+  objective = ScoreDistillation(groups={"generator": ParamGroup(Generator(), {}), "fake": ParamGroup(Generator(), {})},
+                                teacher_network=_LabelShift(), estimator="sid", guidance=3.0, labels="uniform")
+  x, cond = jnp.zeros((4, 2)), jnp.array([0, 1, 2, 9])
+  # null + w (cond - null) = 10 + 3 (c - 10)
+  np.testing.assert_allclose(objective.teacher(None, x, jnp.ones(4), cond), (10 + 3 * (cond - 10.0))[:, None]
+                             * np.ones((4, 2)))
+  labels = np.asarray(objective._labels({"x": jnp.zeros((4000, 2))}, jax.random.key(0)))
+  assert labels.min() == 0 and labels.max() == 9 and abs(labels.mean() - 4.5) < 0.2
+  with pytest.raises(ValueError, match="guidance != 1 needs a class-conditional teacher"):
+    ScoreDistillation(groups={}, teacher_network=GaussianDenoiser(), guidance=2.0)
+
+
+def test_dmd_regression_term_is_the_distance_of_the_pairs():
+  teacher, theta = _setup(2)
+  objective = _objective(teacher, estimator="vsd", regression_weight=0.25)
+  noise = jax.random.normal(jax.random.key(5), (256, 2))
+  target = jnp.asarray(np.random.default_rng(0).normal(size=(256, 2)), jnp.float32)
+  params = {"generator": theta, "fake": theta, "disc": theta}
+  _, metrics = objective.loss("generator", params, {}, teacher, {"x": target, "noise": noise}, jax.random.key(1), 0)
+  expected = jnp.mean(jnp.mean((theta["mean"] + theta["std"] * noise - target) ** 2, axis=1))
+  np.testing.assert_allclose(metrics["regression"], expected, rtol=1e-5)

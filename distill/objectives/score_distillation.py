@@ -204,7 +204,8 @@ class ScoreDistillation(StatelessObjective):
     """(B,) discriminator logits: the mean of the discriminator network's raw output at (x, sigma)."""
     net = self.groups["disc"].network
     x_in, c_noise = net.parameterization.network_inputs(x, sigma)
-    return jnp.mean(net.raw(disc_params, x_in, c_noise, cond).reshape(x.shape[0], -1), axis=-1)
+    raw = net.raw(disc_params, x_in, c_noise, cond).astype(jnp.float32)  # ratios are formed in float32
+    return jnp.mean(raw.reshape(x.shape[0], -1), axis=-1)
 
   def ratio(self, disc_params, x, sigma, cond, pathwise: bool = False):
     """clip(exp(clip(logit)), ratio_min, ratio_max): the density ratio q/p at x, differentiable through x when
