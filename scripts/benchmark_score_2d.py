@@ -1,0 +1,116 @@
+"""Score distillation on 2-D toys: one-step students by SiD and Uni-Instruct divergences against their teacher.
+
+  python scripts/benchmark_score_2d.py --out bench_out [--toys moons,8gaussians] [--methods sid,rkl,fkl,jeffreys,js]
+      [--steps 1500] [--teacher_root bench_out/reflow_2d]
+
+Per toy: the flow-matching teacher (reused from <teacher_root>/<toy>/teacher when it exists, else trained by the
+pipeline) at 1 and 100 Euler steps, and each method's one-step student (configs/toy2d_sid.py, or
+configs/toy2d_uni_instruct.py with that divergence), scored by energy distance and sliced W2 against fresh data
+(n = --num) next to the data-vs-data floor. Cost: seconds per training step of each method (fake score +
+discriminator + generator update) over seconds per teacher training step, timed back to back in this process.
+Writes <out>/score_2d.json and .md; each run lives in <out>/score_2d/<toy>/<method> and resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+
+def parse():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--out", default="bench_out")
+  p.add_argument("--toys", default="moons")
+  p.add_argument("--methods", default="sid,rkl,fkl,jeffreys,js")
+  p.add_argument("--steps", type=int, default=1500)
+  p.add_argument("--num", type=int, default=4000)
+  p.add_argument("--teacher_root", default="bench_out/reflow_2d")
+  p.add_argument("--timing_steps", type=int, default=30)
+  return p.parse_args()
+
+
+def method_config(method: str, toy: str, steps: int, teacher_workdir: str):
+  from configs import toy2d_sid, toy2d_uni_instruct
+
+  config = toy2d_sid.get_config() if method == "sid" else toy2d_uni_instruct.get_config()
+  if method != "sid":
+    config.objective.divergence = method
+  config.data.source = f"toy:{toy}"
+  config.teacher.workdir = teacher_workdir
+  config.stages.distill.config.train.num_steps = steps
+  return config
+
+
+def seconds_per_step(config, num_steps: int) -> float:
+  """Wall seconds per training step of a (stage) config after one compiled warm-up step."""
+  import jax
+
+  from distill import run, sharding
+
+  r = run.build_run(config)
+  state = r.trainer.init_state()
+  teacher = r.trainer.teacher_params()
+  batch = lambda step: sharding.global_batch(r.source.global_batch(step, config.data.batch_size), r.mesh)
+  state, _ = r.trainer.step(state, teacher, batch(0))
+  jax.block_until_ready(state)
+  start = time.perf_counter()
+  for step in range(1, num_steps + 1):
+    state, _ = r.trainer.step(state, teacher, batch(step))
+  jax.block_until_ready(state)
+  return (time.perf_counter() - start) / num_steps
+
+
+def main():
+  args = parse()
+  import samplers
+  from distill import benchmarking, checkpointing, cli, pipeline
+
+  results = {}
+  for toy in args.toys.split(","):
+    teacher_dir = os.path.join(args.teacher_root, toy, "teacher")
+    rows, costs, records = [], {}, {}
+    for method in args.methods.split(","):
+      workdir = os.path.join(args.out, "score_2d", toy, method)
+      config = method_config(method, toy, args.steps, teacher_dir if os.path.isdir(teacher_dir) else "")
+      checkpointing.prepare_workdir(workdir, config.to_dict(), overwrite=False)
+      records[method] = pipeline.run_pipeline(config, workdir)
+      student = samplers.load(records[method]["distill"]["bundle"])
+      rows.append(dict(model=method, **cli.evaluate_sampler(student, config.data.source, args.num, [1])[0]))
+      stage = config.stages.distill.config
+      stage.teacher.bundle, stage.teacher.workdir = records[method]["teacher"]["bundle"], ""
+      stage.data.source = config.data.source
+      costs[method] = seconds_per_step(stage, args.timing_steps)
+    teacher = samplers.load(records[method]["teacher"]["bundle"])
+    teacher_rows = [dict(model="teacher", **r) for r in cli.evaluate_sampler(teacher, f"toy:{toy}", args.num,
+                                                                              [1, 100])]
+    from configs import toy2d_teacher
+
+    teacher_config = toy2d_teacher.get_config()
+    teacher_config.data.source = f"toy:{toy}"
+    teacher_step = seconds_per_step(teacher_config, args.timing_steps)
+    reference = teacher_rows[1]["energy"]
+    results[toy] = {"teacher": teacher_rows, "students": rows, "teacher_step_seconds": teacher_step,
+                    "step_seconds": costs, "cost_ratio": {m: c / teacher_step for m, c in costs.items()},
+                    "energy_over_teacher100": {r["model"]: r["energy"] / reference for r in rows},
+                    "steps": args.steps}
+
+  machine = benchmarking.machine_info()
+  lines = [benchmarking.machine_line(machine), ""]
+  for toy, r in results.items():
+    lines += [f"### toy:{toy} ({r['steps']} distillation steps, batch 512)", "",
+              "| model | steps | energy | energy floor | SW2 | SW2 floor | energy / teacher-100 | step cost / teacher "
+              "step |", "|---|---|---|---|---|---|---|---|"]
+    for row in r["teacher"]:
+      lines.append(f"| teacher | {row['steps']} | {row['energy']:.4g} | {row['energy_floor']:.4g} | {row['sw2']:.4g} | "
+                   f"{row['sw2_floor']:.4g} | {row['energy'] / r['teacher'][1]['energy']:.2f} | 1 |")
+    for row in r["students"]:
+      m = row["model"]
+      lines.append(f"| {m} | 1 | {row['energy']:.4g} | {row['energy_floor']:.4g} | {row['sw2']:.4g} | "
+                   f"{row['sw2_floor']:.4g} | {r['energy_over_teacher100'][m]:.2f} | {r['cost_ratio'][m]:.1f}x |")
+    lines.append("")
+  benchmarking.write_report(args.out, "score_2d", {"machine": machine, "results": results}, lines)
+
+
+if __name__ == "__main__":
+  main()
