@@ -98,7 +98,7 @@ def _objective(teacher, **kwargs):
   return ScoreDistillation(groups=groups, teacher_network=GaussianDenoiser(), **(options | kwargs))
 
 
-def _mc_gradient(objective, teacher, theta, num=200_000, chunks=10):
+def _mc_gradient(objective, teacher, theta, num=100_000, chunks=8):
   """Mean and standard error over `chunks` independent estimates of grad_theta of the generator loss."""
   d = theta["mean"].shape[0]
 
@@ -327,8 +327,7 @@ def test_two_time_scale_schedule_and_one_step_export(tiny_teacher_bundle, tmp_pa
   np.testing.assert_allclose(x, np.asarray(direct), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("divergence", ["js", "hellinger"])
-def test_contract_command_distils_and_exports(tiny_teacher_bundle, tmp_path, divergence):
+def test_contract_command_distils_and_exports(tiny_teacher_bundle, tmp_path, divergence="js"):
   """`distill train --config configs/toy2d_uni_instruct.py ... --config.objective.divergence=D` with a reused
   teacher (the tiny one, so the stage's model is set to its size), then `distill export` and one-step sampling."""
   workdir, out = str(tmp_path / "ui"), str(tmp_path / "bundle")
