@@ -27,15 +27,18 @@ def parse():
   p.add_argument("--num", type=int, default=4000)
   p.add_argument("--teacher_root", default="bench_out/reflow_2d")
   p.add_argument("--timing_steps", type=int, default=30)
+  p.add_argument("--divergence_start", type=int, default=300,
+                 help="Uni-Instruct steps of SiD(alpha=1) warm-up before the f-divergence (must be < --steps)")
   return p.parse_args()
 
 
-def method_config(method: str, toy: str, steps: int, teacher_workdir: str):
+def method_config(method: str, toy: str, steps: int, teacher_workdir: str, divergence_start: int):
   from configs import toy2d_sid, toy2d_uni_instruct
 
   config = toy2d_sid.get_config() if method == "sid" else toy2d_uni_instruct.get_config()
   if method != "sid":
     config.objective.divergence = method
+    config.objective.divergence_start = divergence_start
   config.data.source = f"toy:{toy}"
   config.teacher.workdir = teacher_workdir
   config.stages.distill.config.train.num_steps = steps
@@ -63,6 +66,8 @@ def seconds_per_step(config, num_steps: int) -> float:
 
 def main():
   args = parse()
+  if args.divergence_start >= args.steps:
+    raise SystemExit("--divergence_start must be below --steps, or every divergence is just its SiD warm-up")
   import samplers
   from distill import benchmarking, checkpointing, cli, pipeline
 
@@ -72,7 +77,8 @@ def main():
     rows, costs, records = [], {}, {}
     for method in args.methods.split(","):
       workdir = os.path.join(args.out, "score_2d", toy, method)
-      config = method_config(method, toy, args.steps, teacher_dir if os.path.isdir(teacher_dir) else "")
+      config = method_config(method, toy, args.steps, teacher_dir if os.path.isdir(teacher_dir) else "",
+                             args.divergence_start)
       checkpointing.prepare_workdir(workdir, config.to_dict(), overwrite=False)
       records[method] = pipeline.run_pipeline(config, workdir)
       student = samplers.load(records[method]["distill"]["bundle"])
