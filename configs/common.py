@@ -116,6 +116,29 @@ def one_step_sampler(c: ml_collections.ConfigDict) -> None:
   c.sampler.update(solver="student", grid="edm", steps=1, sigma_max=c.objective.sigma_init)
 
 
+def score_distillation_stage(c: ml_collections.ConfigDict, method: str, num_steps: int, learning_rate: float,
+                             **objective) -> ml_collections.ConfigDict:
+  """Turn a teacher's config `c` into a CPU-budget score-distillation stage of `method`: Adam with beta1 = 0 and no
+  schedule (SiD / Uni-Instruct), EMA 0.99, one evaluation at the end, exported as the one-step sampler."""
+  c.objective = score_distillation_objective(method, **objective)
+  c.optim.update(learning_rate=learning_rate, b1=0.0, warmup_steps=0, schedule="constant", decay_steps=0,
+                 clip_norm=0.0)
+  c.ema.update(decay=0.99, warmup=True)
+  c.train.update(num_steps=num_steps, eval_every=num_steps)
+  one_step_sampler(c)
+  return c
+
+
+def score_distillation_pipeline(teacher: ml_collections.ConfigDict, distill: ml_collections.ConfigDict,
+                                data_source: str) -> ml_collections.ConfigDict:
+  """teacher -> distill; the top-level `objective` is the distillation stage's objective section itself (one
+  object), so `--config.objective.divergence=fkl` configures the distillation."""
+  c = pipeline({"teacher": train_stage(teacher), "distill": train_stage(distill, teacher_stage="teacher")},
+               data_source)
+  c.objective = c.stages.distill.config.objective
+  return c
+
+
 def pairs_stage(source_stage: str, num: int, seed: int, steps: int = 0, shard_size: int = 10_000,
                 sampler=None) -> ml_collections.ConfigDict:
   """A pipeline stage that makes `num` pairs with `source_stage`'s model (steps 0 / sampler None: its own)."""

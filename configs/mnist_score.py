@@ -9,21 +9,11 @@ from configs import common, mnist_teacher
 
 
 def student(method: str, num_steps: int, learning_rate: float, **objective) -> ml_collections.ConfigDict:
-  c = mnist_teacher.get_config()
-  c.objective = common.score_distillation_objective(method, **objective)
+  c = common.score_distillation_stage(mnist_teacher.get_config(), method, num_steps, learning_rate, **objective)
   c.data.batch_size = 32
-  c.optim.update(learning_rate=learning_rate, b1=0.0, warmup_steps=0, schedule="constant", decay_steps=0,
-                 clip_norm=0.0)
-  c.ema.update(decay=0.99, warmup=True)
-  c.train.update(num_steps=num_steps, log_every=50, eval_every=num_steps, ckpt_every=100)
-  common.one_step_sampler(c)
+  c.train.update(log_every=50, ckpt_every=100)
   return c
 
 
 def pipeline(distill_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """teacher -> distill; the top-level `objective` is the distillation stage's objective section itself."""
-  stages = {"teacher": common.train_stage(mnist_teacher.get_config()),
-            "distill": common.train_stage(distill_config, teacher_stage="teacher")}
-  c = common.pipeline(stages, "tfds:mnist")
-  c.objective = c.stages.distill.config.objective
-  return c
+  return common.score_distillation_pipeline(mnist_teacher.get_config(), distill_config, "tfds:mnist")

@@ -14,6 +14,7 @@ from distill import lpips_weights, weights_file
 from distill.data import DataSpec
 from distill.errors import UserError
 from distill.objectives import build, reflow
+from flow_stubs import ConstantFlow
 from models.lpips import LPIPS, SCALE, SHIFT, VGG16_CHANNELS, VGG16_SLICES
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -143,22 +144,9 @@ def test_bad_weights_are_named(torch_layout, tmp_path, monkeypatch):
     lpips_weights.load_lpips(bad)
 
 
-class _ConstantFlow:
-  """A 'network' whose velocity is the constant image c everywhere."""
-
-  model_kwargs = {}
-
-  def __init__(self, c):
-    self.c = c
-
-  def velocity(self, params, x, t, cond=None, **kwargs):
-    del params, t, cond, kwargs
-    return jnp.broadcast_to(self.c, x.shape)
-
-
 def test_reflow_with_lpips_compares_one_step_images(weights_path):
   lpips = lpips_weights.load_lpips_distance(weights_path)
-  flow = _ConstantFlow(jnp.asarray(_images(9, (1, 16, 16, 1))))
+  flow = ConstantFlow(jnp.asarray(_images(9, (1, 16, 16, 1))))
   groups = {"model": type("G", (), {"network": flow})()}
   z, x1 = jnp.asarray(_images(10, (4, 16, 16, 1))), jnp.asarray(_images(11, (4, 16, 16, 1)))
   eps = 1e-3

@@ -20,6 +20,7 @@ from distill.objectives import reflow
 from distill.analytic import empirical_denoiser, gaussian_mixture_denoiser
 from distill.evaluation.straightness import straightness
 from distill.teacher import Teacher, load_teacher
+from flow_stubs import ConstantFlow
 
 
 @pytest.fixture(scope="module")
@@ -133,24 +134,11 @@ def test_one_step_map_is_the_one_step_euler_sampler(teacher_bundle):
   np.testing.assert_allclose(np.asarray(x1_hat), x, rtol=1e-5, atol=1e-5)
 
 
-class _ConstantFlow:
-  """A 'network' whose velocity is the constant c everywhere (a perfectly straight flow)."""
-
-  model_kwargs = {}
-
-  def __init__(self, c):
-    self.c = c
-
-  def velocity(self, params, x, t, cond=None, **kwargs):
-    del params, t, cond, kwargs
-    return jnp.broadcast_to(self.c, x.shape)
-
-
 def test_flow_guided_target_of_a_straight_guide():
   """A constant-velocity guide c makes the 2-step target x_eps + (1 - eps) c for any split time, so a student that
   is the same flow has zero guide loss, and its distill loss is its distance to the pairs."""
   c = jnp.array([0.5, -2.0])
-  guide = _ConstantFlow(c)
+  guide = ConstantFlow(c)
   objective = reflow.FlowGuidedDistillation(groups={"model": type("G", (), {"network": guide})()},
                                             guide_network=guide, guide_first_leg="guide")
   z = jax.random.normal(jax.random.key(1), (6, 2))
