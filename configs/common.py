@@ -107,7 +107,7 @@ def score_distillation_objective(method: str, **overrides) -> ml_collections.Con
       ratio_path="pathwise", ratio_logit_clip=10.0, ratio_min=0.1, ratio_max=20.0, weight_normalise=True,
       gan_weight=0.0, gan_over_normaliser=False, regression_weight=0.0, regression_distance="l2", lpips_weights="",
       lpips_resize=0, generator_start=0, divergence_start=0, labels="data", guidance=1.0, discriminator=False,
-      disc_init="teacher", generator_every=1, fake_learning_rate=0.0, disc_learning_rate=0.0)
+      disc_init="teacher", generator_init="teacher", generator_every=1, fake_learning_rate=0.0, disc_learning_rate=0.0)
   return ml_collections.ConfigDict(defaults | SCORE_DISTILLATION_PRESETS[method] | overrides)
 
 
@@ -146,10 +146,12 @@ def pairs_stage(source_stage: str, num: int, seed: int, steps: int = 0, shard_si
                                         shard_size=shard_size, sampler=sampler or {}))
 
 
-def train_stage(config, data_stage: str = "", teacher_stage: str = "") -> ml_collections.ConfigDict:
-  """A pipeline stage that trains `config` (on `data_stage`'s pairs, with `teacher_stage`'s model as teacher)."""
+def train_stage(config, data_stage: str = "", teacher_stage: str = "",
+                init_stage: str = "") -> ml_collections.ConfigDict:
+  """A pipeline stage that trains `config` (on `data_stage`'s pairs, with `teacher_stage`'s model as teacher, its
+  student initialised from `init_stage`'s exported model)."""
   return ml_collections.ConfigDict(dict(kind="train", config=config, data_stage=data_stage,
-                                        teacher_stage=teacher_stage))
+                                        teacher_stage=teacher_stage, init_stage=init_stage))
 
 
 def pipeline(stages: dict, data_source: str) -> ml_collections.ConfigDict:

@@ -50,9 +50,21 @@ def _flatten(d: dict, prefix="") -> dict:
   return out
 
 
+def _appended_stages(a: dict, b: dict) -> tuple[str, ...]:
+  """The stages a pipeline config b appends to a's pipeline.stages (() unless a's stages are a prefix of b's)."""
+  old, new = list(a.get("pipeline.stages") or ()), list(b.get("pipeline.stages") or ())
+  return tuple(new[len(old):]) if old and new[:len(old)] == old else ()
+
+
 def config_differences(saved: dict, current: dict) -> list[str]:
-  """Dotted keys whose values differ between two config dicts, ignoring RESUMABLE_KEYS."""
+  """Dotted keys whose values differ between two config dicts, ignoring RESUMABLE_KEYS. A pipeline may grow: stages
+  appended to pipeline.stages (and their stages.<name> sections) are not differences."""
   a, b = _flatten(json.loads(json.dumps(saved))), _flatten(json.loads(json.dumps(current)))
+  appended = _appended_stages(a, b)
+  if appended:
+    b = {k: v for k, v in b.items() if k != "pipeline.stages" and not k.startswith(
+        tuple(f"stages.{name}." for name in appended))}
+    a = {k: v for k, v in a.items() if k != "pipeline.stages"}
   keys = sorted(set(a) | set(b))
   # Also inside nested stage configs of a pipeline (stages.<name>.config.train.num_steps, ...).
   resumable = lambda k: any(k == r or k.endswith("." + r) or (r.endswith(".") and (k.startswith(r) or f".{r}" in k))

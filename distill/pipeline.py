@@ -3,7 +3,8 @@
 A pipeline config (configs/toy2d_reflow.py) has `pipeline.stages` (stage names in order) and `stages.<name>`:
   kind 'train': `config` is a complete training config; `data_stage` names a pairs stage whose store becomes its
                 data source (otherwise the pipeline's data.source is used); `teacher_stage` names an earlier
-                train stage whose exported EMA model becomes its teacher.
+                train stage whose exported EMA model becomes its teacher; `init_stage` names an earlier train
+                stage whose exported EMA model initialises its student (objective.init).
   kind 'pairs': `source_stage` names the train stage whose exported EMA model makes the pairs; `num`, `seed`,
                 `shard_size`, and `steps` / `sampler` (empty: the model's own sampler) set the solver.
 Stage s runs in WORKDIR/s (its own config, checkpoints, resume); a train stage is exported to WORKDIR/s/export.
@@ -81,6 +82,8 @@ def _train_stage(config, name: str, stage, workdir: str, bundles: dict) -> dict:
   stage_config.eval.reference = config.data.source
   if stage.get("teacher_stage"):
     stage_config.teacher.bundle, stage_config.teacher.workdir = bundles[stage.teacher_stage], ""
+  if stage.get("init_stage"):
+    stage_config.objective.init = bundles[stage.init_stage]
   stage_dir = os.path.join(workdir, name)
   state = run.train(stage_config, stage_dir)
   bundle = export_workdir(stage_dir, os.path.join(stage_dir, "export"))

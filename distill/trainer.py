@@ -89,7 +89,8 @@ class Trainer:
     self.teacher_shardings = None if teacher is None else sharding_lib.param_shardings(
         teacher.network.abstract_params(), mesh, rules)
     abstract_teacher = None if teacher is None else jax.eval_shape(lambda: teacher.params)
-    self.abstract_state = jax.eval_shape(self._init, jax.random.key(seed), abstract_teacher)
+    self.abstract_state = jax.eval_shape(self._init, jax.random.key(seed), abstract_teacher,
+                                         jax.eval_shape(self._bundle_params))
     self.state_shardings = self._state_shardings(self.abstract_state)
     self._init_jit = jax.jit(self._init, out_shardings=self.state_shardings)
     repl = sharding_lib.replicated(mesh)
@@ -100,13 +101,19 @@ class Trainer:
 
   # ----- state -------------------------------------------------------------------------------------------------
 
-  def _init(self, rng, teacher_params):
+  def _bundle_params(self) -> dict:
+    """{group: parameters} of the groups initialised from an exported bundle (host arrays)."""
+    return {name: g.init_params for name, g in self.objective.groups.items() if g.init == "bundle"}
+
+  def _init(self, rng, teacher_params, bundle_params):
     params = {}
     for i, (name, group) in enumerate(self.objective.groups.items()):
       if group.init == "teacher":
         if teacher_params is None or group.network != self.teacher.network:
           raise ValueError(f"group {name!r} initialises from the teacher, but no matching teacher is configured")
         params[name] = jax.tree.map(lambda a: a.astype(jnp.float32), teacher_params)
+      elif group.init == "bundle":
+        params[name] = jax.tree.map(lambda a: a.astype(jnp.float32), bundle_params[name])
       else:
         params[name] = group.network.init(jax.random.fold_in(rng, i))
     opt_state = {name: self.txs[name].init(p) for name, p in params.items()}
@@ -127,7 +134,9 @@ class Trainer:
 
   def init_state(self) -> TrainState:
     """A fresh state, created already sharded (parameters never materialise on one device first)."""
-    return self._init_jit(jax.random.key(self.seed), self.teacher_params())
+    bundle_params = {name: jax.device_put(p, self.state_shardings.params[name])
+                     for name, p in self._bundle_params().items()}
+    return self._init_jit(jax.random.key(self.seed), self.teacher_params(), bundle_params)
 
   def abstract_sharded_state(self) -> TrainState:
     """ShapeDtypeStructs carrying the current mesh's shardings (the restore target)."""

@@ -191,6 +191,22 @@ def test_changed_config_is_refused_and_overwrite_starts_fresh(tmp_path, referenc
   assert_same_leaves(leaves(state), leaves(fresh))
 
 
+def test_a_pipeline_may_grow_at_the_end_but_not_change():
+  from configs import tiny_reflow
+
+  saved = tiny_reflow.get_config()
+  grown = tiny_reflow.get_config()
+  grown.stages.extra = tiny_reflow.get_config().stages.distill
+  grown.pipeline.stages = (*saved.pipeline.stages, "extra")
+  assert checkpointing.config_differences(saved.to_dict(), grown.to_dict()) == []
+  grown.stages.reflow.config.optim.learning_rate *= 2  # a change to an existing stage is still one
+  assert checkpointing.config_differences(saved.to_dict(), grown.to_dict()) == [
+      "stages.reflow.config.optim.learning_rate"]
+  shrunk = tiny_reflow.get_config()
+  shrunk.pipeline.stages = saved.pipeline.stages[:-1]
+  assert checkpointing.config_differences(saved.to_dict(), shrunk.to_dict()) == ["pipeline.stages"]
+
+
 def test_keep_last_n_plus_every_k(tmp_path):
   workdir = str(tmp_path / "keep")
   ckpt_every, keep_last, keep_every = 2, 2, 6

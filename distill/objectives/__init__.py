@@ -5,8 +5,10 @@ Each entry is a plain factory; adding a method means adding a module and one lin
 
 from __future__ import annotations
 
-from distill.networks import network_from_config
+import os
+
 from distill.errors import UserError
+from distill.networks import network_from_config
 from distill.objectives.base import Objective, ParamGroup
 from distill.objectives.boss import BOSSStraighten
 from distill.objectives.reflow import FlowGuidedDistillation, Reflow
@@ -45,16 +47,33 @@ def _two_network_demo(config, data_spec, teacher):
   return TwoNetworkDemo(groups=groups, teacher_network=None if teacher is None else teacher.network)
 
 
+def _initial(init: str, net, teacher, key: str) -> dict:
+  """ParamGroup init fields for objective.<key>: 'teacher', 'random', or the path of an exported sampler bundle
+  (`distill export`) with the configured architecture, e.g. a student distilled earlier."""
+  if init == "random":
+    return {"init": "random"}
+  if init == "teacher":
+    if teacher is None or teacher.network != net:
+      raise UserError(f"objective.{key}='teacher' needs a configured teacher (teacher.bundle or teacher.workdir) "
+                      f"with the student's architecture; use objective.{key}='random' for a different student")
+    return {"init": "teacher"}
+  import samplers
+
+  if not os.path.isdir(init):
+    raise UserError(f"objective.{key} must be 'teacher', 'random' or the directory of an exported sampler bundle; "
+                    f"{init!r} is none of them")
+  loaded = samplers.load(init)
+  mismatch = _architecture_mismatch(net, loaded.network)
+  if mismatch:
+    raise UserError(f"objective.{key}: the bundle {init} does not match the configured architecture "
+                    f"(bundle -> config: {mismatch})")
+  return {"init": "bundle", "init_params": loaded.params}
+
+
 def _student_group(config, data_spec, teacher) -> dict:
-  """The single student group; objective.init 'teacher' copies the teacher (same architecture required)."""
+  """The single student group, initialised as objective.init says (see _initial)."""
   net = network_from_config(config.model, config.parameterization, data_spec)
-  init = config.objective.init
-  if init not in ("teacher", "random"):
-    raise UserError(f"objective.init must be 'teacher' or 'random', got {init!r}")
-  if init == "teacher" and (teacher is None or teacher.network != net):
-    raise UserError("objective.init='teacher' needs a configured teacher (teacher.bundle or teacher.workdir) with "
-                    "the student's architecture; use objective.init='random' for a different student")
-  return {"model": ParamGroup(net, config.optim.to_dict(), init=init)}
+  return {"model": ParamGroup(net, config.optim.to_dict(), **_initial(config.objective.init, net, teacher, "init"))}
 
 
 def _lpips_option(config, kind: str) -> dict:
@@ -113,8 +132,9 @@ def _architecture_mismatch(net, teacher_net) -> str:
 
 
 def _score_distillation(config, data_spec, teacher):
-  """Generator and fake score start from the teacher (same architecture); the optional discriminator has the same
-  architecture, initialised from the teacher or at random (objective.disc_init)."""
+  """The fake score starts from the teacher (same architecture); the generator from the teacher or an exported bundle
+  (objective.generator_init); the optional discriminator has the same architecture, initialised from the teacher or
+  at random (objective.disc_init)."""
   if teacher is None:
     raise UserError("score distillation needs a teacher: set teacher.bundle or teacher.workdir")
   o = config.objective
@@ -134,9 +154,10 @@ def _score_distillation(config, data_spec, teacher):
       raise UserError(f"objective.disc_init must be 'teacher' or 'random', got {o.disc_init!r}")
     groups["disc"] = ParamGroup(net, optim | {"learning_rate": o.disc_learning_rate or optim["learning_rate"]},
                                 init=o.disc_init)
-  groups["generator"] = ParamGroup(net, optim, every=every, offset=every - 1, init="teacher")
-  options = _options(config, ("name", "discriminator", "disc_init", "generator_every", "fake_learning_rate",
-                                "disc_learning_rate", "lpips_weights", "lpips_resize"))
+  groups["generator"] = ParamGroup(net, optim, every=every, offset=every - 1,
+                                   **_initial(o.generator_init, net, teacher, "generator_init"))
+  options = _options(config, ("name", "discriminator", "disc_init", "generator_init", "generator_every",
+                              "fake_learning_rate", "disc_learning_rate", "lpips_weights", "lpips_resize"))
   if o.regression_weight > 0:
     options |= _lpips_option(config, o.regression_distance)
   return ScoreDistillation(groups=groups, teacher_network=teacher.network, **options)

@@ -27,7 +27,8 @@ class ParamGroup:
   optim: Mapping[str, Any]
   every: int = 1
   offset: int = 0
-  init: str = "random"  # "random" or "teacher" (copy the teacher's parameters; the networks must match)
+  init: str = "random"  # "random", "teacher" (copy the teacher's parameters) or "bundle" (copy init_params)
+  init_params: Any = dataclasses.field(default=None, compare=False, repr=False)  # host parameters for "bundle"
 
 
 class Objective(Protocol):
