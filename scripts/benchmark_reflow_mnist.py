@@ -11,8 +11,10 @@ SlimFlow student about half the teacher's size (configs/mnist_slimflow.py), with
 The data are split at random into two disjoint halves A and B (`--num` images each): reference statistics come from
 A, the data-vs-data floor is B against A, and every model is scored with `--num` samples against A (FID, precision,
 recall, KID, class accuracy of the classifier on the balanced labels when the model is conditional). Rows: the
-teacher at `--teacher_steps` Euler steps (its best is the reference point), the 2-rectified flow at 1, 2, 4 steps,
-the one-step distilled student, the annealing-reflow student at 1, 2, 4 steps and the flow-guided student at 1 step.
+teacher at `--teacher_steps` Euler steps (its best is the reference point; 20 steps made the pairs), the
+2-rectified flow at 1, 2, 4, 8, 16 steps (8 made its pairs), the one-step student distilled from the 2-RF, that
+student refined on the teacher's pairs (stage `refine`), the annealing-reflow student at 1, 2, 4 steps and the
+flow-guided student at 1 step.
 Speed: samples/s of each one-step student against the teacher at its best NFE and at its default NFE. Sample grids
 go to <out>/reflow_mnist/<model>/. Writes <out>/reflow_mnist.json and .md; finished rows are cached in
 <out>/reflow_mnist/rows.json, so an interrupted run continues, and models whose stage is not finished yet are skipped
@@ -34,9 +36,12 @@ def parse():
   p.add_argument("--reflow", default="runs/mnist_reflow", help="workdir of configs/mnist_reflow.py")
   p.add_argument("--slimflow", default="runs/mnist_slimflow", help="workdir of configs/mnist_slimflow.py")
   p.add_argument("--num", type=int, default=2000, help="samples per row and images per data half")
-  p.add_argument("--teacher_steps", default="8,16,50")
+  p.add_argument("--teacher_steps", default="8,16,20,50")
   p.add_argument("--rate_num", type=int, default=256, help="batch size of the throughput measurements")
   return p.parse_args()
+
+
+STUDENTS = ("one-step reflow student", "refined reflow student", "SlimFlow student")
 
 
 def parameter_count(sampler) -> int:
@@ -79,7 +84,8 @@ def main():
   cache_path = os.path.join(work, "rows.json")
   cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
   models = [("teacher", reflow, "teacher", [int(s) for s in args.teacher_steps.split(",")]),
-            ("2-RF", reflow, "reflow", [1, 2, 4]), ("one-step reflow student", reflow, "distill", [1]),
+            ("2-RF", reflow, "reflow", [1, 2, 4, 8, 16]), ("one-step reflow student", reflow, "distill", [1]),
+            ("refined reflow student", reflow, "refine", [1]),
             ("SlimFlow annealing reflow", slim, "anneal", [1, 2, 4]), ("SlimFlow student", slim, "guided", [1])]
   rows, loaded = [], {}
   for name, records, stage, steps_list in models:
@@ -108,10 +114,8 @@ def main():
   rates = {"teacher_best": sampling_rate(teacher, best["steps"], args.rate_num)}
   rates |= {"teacher_default": (rates["teacher_best"] if default_steps == best["steps"]
                                 else sampling_rate(teacher, default_steps, args.rate_num)),
-           "one-step reflow student": sampling_rate(loaded["one-step reflow student"], 1, args.rate_num),
-           "SlimFlow student": sampling_rate(loaded["SlimFlow student"], 1, args.rate_num)}
-  students = {name: next(r for r in rows if r["model"] == name) for name in ("one-step reflow student",
-                                                                               "SlimFlow student")}
+           **{name: sampling_rate(loaded[name], 1, args.rate_num) for name in STUDENTS}}
+  students = {name: next(r for r in rows if r["model"] == name) for name in STUDENTS}
   summary = {name: {"fid": r["fid"], "fid_over_teacher_best": r["fid"] / best["fid"],
                     "speedup_vs_teacher_best": rates[name] / rates["teacher_best"],
                     "speedup_vs_teacher_default": rates[name] / rates["teacher_default"],

@@ -23,7 +23,7 @@ from configs import common, tiny
 from distill import cli, run
 from distill.data import DataSpec
 from distill.errors import UserError
-from distill.objectives import build
+from distill.objectives import SCORE_DISTILLATION_BUILDER_KEYS, build
 from distill.objectives.base import ParamGroup
 from distill.objectives.score_distillation import ScoreDistillation, karras_sigma, parse_sigma_sampler, sample_sigma
 from distill.teacher import load_teacher
@@ -354,9 +354,7 @@ def test_every_score_distillation_config_names_only_known_options():
   for name in names:
     config = importlib.import_module(f"configs.{name}").get_config()
     section = config.stages.distill.config.objective if "stages" in config else config.objective
-    o = {k: v for k, v in section.items() if k not in ("name", "discriminator", "disc_init", "generator_every",
-                                                          "fake_learning_rate", "disc_learning_rate",
-                                                          "lpips_weights", "lpips_resize")}
+    o = {k: v for k, v in section.items() if k not in SCORE_DISTILLATION_BUILDER_KEYS}
     _objective(teacher, **o)  # raises on an unknown key or value
   for method in common.SCORE_DISTILLATION_PRESETS:
     assert common.score_distillation_objective(method).name == "score_distillation"

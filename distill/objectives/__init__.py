@@ -131,6 +131,11 @@ def _architecture_mismatch(net, teacher_net) -> str:
   return ", ".join(diffs)
 
 
+# objective keys the builder consumes (networks, initialisation, optimisers, LPIPS); the rest go to ScoreDistillation.
+SCORE_DISTILLATION_BUILDER_KEYS = ("name", "discriminator", "disc_init", "generator_init", "generator_every",
+                                   "fake_learning_rate", "disc_learning_rate", "lpips_weights", "lpips_resize")
+
+
 def _score_distillation(config, data_spec, teacher):
   """The fake score starts from the teacher (same architecture); the generator from the teacher or an exported bundle
   (objective.generator_init); the optional discriminator has the same architecture, initialised from the teacher or
@@ -156,8 +161,7 @@ def _score_distillation(config, data_spec, teacher):
                                 init=o.disc_init)
   groups["generator"] = ParamGroup(net, optim, every=every, offset=every - 1,
                                    **_initial(o.generator_init, net, teacher, "generator_init"))
-  options = _options(config, ("name", "discriminator", "disc_init", "generator_init", "generator_every",
-                              "fake_learning_rate", "disc_learning_rate", "lpips_weights", "lpips_resize"))
+  options = _options(config, SCORE_DISTILLATION_BUILDER_KEYS)
   if o.regression_weight > 0:
     options |= _lpips_option(config, o.regression_distance)
   return ScoreDistillation(groups=groups, teacher_network=teacher.network, **options)
