@@ -11,8 +11,8 @@ the 2-RF's: mean squared distance 0.013 between their samples from the same nois
       --config.data.source=npz:../shared/data/mnist10k.npz [--config.teacher.workdir=runs/mnist]
 
 CPU budget on 2 cores with a finished teacher (about 230 U-Net evaluations/s): pairs 10k x 20 Euler steps ~15 min,
-2-RF 1500 steps ~25 min, 2-RF pairs 10k x 8 steps ~6 min, distillation 1500 steps ~25 min, refine 3000 steps
-~55 min; every stage resumes.
+2-RF 1500 steps ~25 min, 2-RF pairs 10k x 8 steps ~6 min, distillation 1500 steps ~25 min, refine 5000 steps
+~90 min; every stage resumes.
 """
 
 import ml_collections
@@ -36,7 +36,7 @@ def get_config():
       "reflow": common.train_stage(student(1500, 20), data_stage="pairs", teacher_stage="teacher"),
       "pairs_2rf": common.pairs_stage("reflow", num=10_000, seed=2, steps=8, shard_size=1000),
       "distill": common.train_stage(student(1500, 1, time="t0"), data_stage="pairs_2rf", teacher_stage="reflow"),
-      "refine": common.train_stage(student(3000, 1, time="t0"), data_stage="pairs", teacher_stage="teacher",
+      "refine": common.train_stage(student(5000, 1, time="t0"), data_stage="pairs", teacher_stage="teacher",
                                    init_stage="distill"),
   }
   return common.pipeline(stages, "tfds:mnist")

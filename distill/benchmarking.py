@@ -35,3 +35,96 @@ def write_report(out_dir: str, name: str, result: dict, markdown_lines: list[str
   with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
     f.write("\n".join(markdown_lines) + "\n")
   print("\n".join(markdown_lines))
+
+
+class ClassifierFIDBench:
+  """FID in a feature classifier's space for image benchmarks, with finished rows cached on disk.
+
+  The data are split at random (seed 0) into two disjoint halves A and B of `num` images: the reference statistics
+  come from A, the data-vs-data floor is B against A, and each model is scored with `num` samples against A. Rows
+  are cached in `cache_path` under (model name, steps, num, parameter checksum), so an interrupted benchmark
+  continues and a retrained model is scored again.
+  """
+
+  def __init__(self, data: str, classifier: str, num: int, cache_path: str):
+    import numpy as np
+
+    from distill.evaluation import features as features_lib, fid
+
+    self.data, self.num, self.cache_path = data, num, cache_path
+    self.extractor = features_lib.classifier_features(classifier)
+    images, labels = next(iter(fid.source_stream(data, chunk=10**9)))
+    order = np.random.default_rng(0).permutation(len(images))
+    half_a, half_b = order[:num], order[num:2 * num]
+    self.reference = fid.compute_statistics(self.extractor, [(images[half_a], labels[half_a])], "half A")
+    self.floor = fid.compare(fid.compute_statistics(self.extractor, [(images[half_b], labels[half_b])], "half B"),
+                             self.reference)
+    self.cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
+
+  def row(self, name: str, sampler, steps: int, plot_dir: str) -> dict:
+    """{model, params, steps, nfe, seconds, fid, precision, recall, kid[, class_accuracy]} of `sampler` at `steps`."""
+    import jax
+    import numpy as np
+
+    from distill import cli
+
+    key = f"{name}|{steps}|{self.num}|{sampler.meta['checksum']}"
+    if key not in self.cache:
+      row = cli.evaluate_sampler(sampler, self.data, self.num, [steps], extractor=self.extractor,
+                                 reference=self.reference, plot_dir=plot_dir)[0]
+      params = int(sum(np.size(leaf) for leaf in jax.tree.leaves(sampler.params)))
+      self.cache[key] = dict(model=name, params=params, **row)
+      with open(self.cache_path + ".tmp", "w") as f:
+        json.dump(self.cache, f, indent=1)
+      os.replace(self.cache_path + ".tmp", self.cache_path)
+      print(f"{name} {steps} steps: FID {row['fid']:.2f}", flush=True)
+    return self.cache[key]
+
+  def floor_line(self, classifier: str) -> str:
+    f = self.floor
+    return (f"FID in the feature classifier's space ({classifier}), {self.num} samples against half A of {self.data}; "
+            f"data floor (half B vs A): FID {f['fid']:.2f}, precision {f['precision']:.3f}, recall {f['recall']:.3f}.")
+
+
+def fid_table(rows: list[dict]) -> list[str]:
+  """Markdown table of ClassifierFIDBench rows."""
+  lines = ["| model | params | steps | NFE | FID | precision | recall | KID | class acc. |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    acc = f"{r['class_accuracy']:.3f}" if "class_accuracy" in r else "-"
+    lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['steps']} | {r['nfe']} | {r['fid']:.2f} | "
+                 f"{r['precision']:.3f} | {r['recall']:.3f} | {r['kid']:.4f} | {acc} |")
+  return lines
+
+
+def one_step_summary(rows: list[dict], loaded: dict, students, rate_num: int) -> tuple[dict, list[str]]:
+  """Each one-step student against the teacher at its best NFE (lowest FID among the 'teacher' rows) and at its
+  default NFE: FID ratio, sampling speed-up (samples/s at batch `rate_num`, measured here back to back) and size.
+  `loaded` maps model names (including 'teacher') to samplers. Returns (summary dict, markdown lines)."""
+  from distill.quickstart import sampling_rate
+
+  best = min((r for r in rows if r["model"] == "teacher"), key=lambda r: r["fid"])
+  teacher = loaded["teacher"]
+  default_steps = int(teacher.meta["sampler"]["steps"])
+  rates = {"teacher_best": sampling_rate(teacher, best["steps"], rate_num)}
+  rates["teacher_default"] = (rates["teacher_best"] if default_steps == best["steps"]
+                              else sampling_rate(teacher, default_steps, rate_num))
+  rates |= {name: sampling_rate(loaded[name], 1, rate_num) for name in students}
+  summary = {"teacher_best": {"steps": best["steps"], "nfe": best["nfe"], "fid": best["fid"]},
+             "teacher_default_steps": default_steps, "samples_per_s": rates, "students": {}}
+  lines = [f"Teacher best: {best['steps']} steps, FID {best['fid']:.2f}; default {default_steps} steps.", "",
+           "| one-step model | FID | FID / teacher best | samples/s | speed-up vs teacher best NFE | vs default NFE | "
+           "params / teacher |", "|---|---|---|---|---|---|---|"]
+  for name in students:
+    r = next(r for r in rows if r["model"] == name)
+    s = summary["students"][name] = {
+        "fid": r["fid"], "fid_over_teacher_best": r["fid"] / best["fid"],
+        "speedup_vs_teacher_best": rates[name] / rates["teacher_best"],
+        "speedup_vs_teacher_default": rates[name] / rates["teacher_default"],
+        "params_over_teacher": r["params"] / best["params"]}
+    lines.append(f"| {name} | {r['fid']:.2f} | {s['fid_over_teacher_best']:.2f}x | {rates[name]:.0f} | "
+                 f"{s['speedup_vs_teacher_best']:.1f}x | {s['speedup_vs_teacher_default']:.1f}x | "
+                 f"{s['params_over_teacher']:.2f} |")
+  lines += ["", f"Teacher samples/s: {rates['teacher_best']:.1f} at {best['steps']} steps, "
+            f"{rates['teacher_default']:.1f} at {default_steps} steps."]
+  return summary, lines
