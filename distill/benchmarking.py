@@ -37,6 +37,16 @@ def write_report(out_dir: str, name: str, result: dict, markdown_lines: list[str
   print("\n".join(markdown_lines))
 
 
+def add_classifier_fid_flags(parser, teacher_steps: str) -> None:
+  """The flags every ClassifierFIDBench script shares (output, data, classifier, sizes, teacher step counts)."""
+  parser.add_argument("--out", default="bench_out")
+  parser.add_argument("--data", default="npz:../shared/data/mnist10k.npz")
+  parser.add_argument("--classifier", default="runs/mnist_classifier")
+  parser.add_argument("--num", type=int, default=2000, help="samples per row and images per data half")
+  parser.add_argument("--teacher_steps", default=teacher_steps, help="Euler step counts of the teacher rows")
+  parser.add_argument("--rate_num", type=int, default=256, help="batch size of the throughput measurements")
+
+
 class ClassifierFIDBench:
   """FID in a feature classifier's space for image benchmarks, with finished rows cached on disk.
 
@@ -63,17 +73,13 @@ class ClassifierFIDBench:
 
   def row(self, name: str, sampler, steps: int, plot_dir: str) -> dict:
     """{model, params, steps, nfe, seconds, fid, precision, recall, kid[, class_accuracy]} of `sampler` at `steps`."""
-    import jax
-    import numpy as np
-
     from distill import cli
 
     key = f"{name}|{steps}|{self.num}|{sampler.meta['checksum']}"
     if key not in self.cache:
       row = cli.evaluate_sampler(sampler, self.data, self.num, [steps], extractor=self.extractor,
                                  reference=self.reference, plot_dir=plot_dir)[0]
-      params = int(sum(np.size(leaf) for leaf in jax.tree.leaves(sampler.params)))
-      self.cache[key] = dict(model=name, params=params, **row)
+      self.cache[key] = dict(model=name, params=sampler.network.num_params(), **row)
       with open(self.cache_path + ".tmp", "w") as f:
         json.dump(self.cache, f, indent=1)
       os.replace(self.cache_path + ".tmp", self.cache_path)

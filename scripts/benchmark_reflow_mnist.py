@@ -30,15 +30,12 @@ import os
 
 
 def parse():
+  from distill import benchmarking
+
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--out", default="bench_out")
-  p.add_argument("--data", default="npz:../shared/data/mnist10k.npz")
-  p.add_argument("--classifier", default="runs/mnist_classifier")
+  benchmarking.add_classifier_fid_flags(p, teacher_steps="8,16,20,50")
   p.add_argument("--reflow", default="runs/mnist_reflow", help="workdir of configs/mnist_reflow.py")
   p.add_argument("--slimflow", default="runs/mnist_slimflow", help="workdir of configs/mnist_slimflow.py")
-  p.add_argument("--num", type=int, default=2000, help="samples per row and images per data half")
-  p.add_argument("--teacher_steps", default="8,16,20,50")
-  p.add_argument("--rate_num", type=int, default=256, help="batch size of the throughput measurements")
   return p.parse_args()
 
 

@@ -26,14 +26,11 @@ import os
 
 
 def parse():
+  from distill import benchmarking
+
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--out", default="bench_out")
-  p.add_argument("--data", default="npz:../shared/data/mnist10k.npz")
-  p.add_argument("--classifier", default="runs/mnist_classifier")
+  benchmarking.add_classifier_fid_flags(p, teacher_steps="8,16,50")
   p.add_argument("--runs", default="sid=runs/mnist_sid", help="name=workdir,... of score-distillation pipelines")
-  p.add_argument("--num", type=int, default=2000, help="samples per row and images per data half")
-  p.add_argument("--teacher_steps", default="8,16,50")
-  p.add_argument("--rate_num", type=int, default=256, help="batch size of the throughput measurements")
   return p.parse_args()
 
 
