@@ -18,7 +18,7 @@ def get_config():
   c.data = ml_collections.ConfigDict(dict(source="tfds:cifar10", batch_size=512, flip=True))
   c.model = ml_collections.ConfigDict(dict(name="unet", channels=(128, 256, 256, 256), num_blocks=4,
                                            attn_resolutions=(16,), dropout=0.13, noise_scale=1.0,
-                                           conditional=False))
+                                           conditional=False, compute_dtype="float32"))
   c.optim.update(learning_rate=1e-3, warmup_steps=20000, clip_norm=0.0)
   c.ema.update(decay=0.99993, warmup=False)  # half-life 0.5M images at batch 512
   c.train.update(num_steps=400_000, log_every=500, eval_every=20_000, ckpt_every=10_000, keep_every=50_000)

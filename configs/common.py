@@ -16,7 +16,7 @@ def base() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(source="toy:moons", batch_size=512, flip=False))
 
   c.model = ml_collections.ConfigDict(dict(name="mlp", width=256, depth=3, emb_dim=128, noise_scale=1.0,
-                                           conditional=False))
+                                           conditional=False, compute_dtype="float32"))
   c.parameterization = ml_collections.ConfigDict(dict(name="velocity", time_scale=999.0))
   c.objective = ml_collections.ConfigDict(dict(name="flow_matching", t_eps=1e-3, label_dropout=0.0))
   c.teacher = ml_collections.ConfigDict(dict(bundle="", workdir="", dtype="float32"))

@@ -18,7 +18,8 @@ def get_config():
   c = common.base()
   c.data = ml_collections.ConfigDict(dict(source="tfds:mnist", batch_size=64, flip=False))
   c.model = ml_collections.ConfigDict(dict(name="unet", channels=(16, 32, 64), num_blocks=1, attn_resolutions=(),
-                                           dropout=0.0, noise_scale=1.0, conditional=False))
+                                           dropout=0.0, noise_scale=1.0, conditional=False,
+                                           compute_dtype="float32"))
   c.optim.learning_rate = 2e-3
   c.optim.warmup_steps = 200
   c.optim.schedule, c.optim.decay_steps = "cosine", 2000

@@ -28,6 +28,9 @@ BEST_DIR, BEST_FILE = "best", "best.json"
 # Keys that may change between the original run and a resumed one (they do not change the trained model).
 RESUMABLE_KEYS = ("train.num_steps", "train.log_every", "train.eval_every", "train.ckpt_every",
                   "train.keep_last", "train.keep_every", "eval.", "mesh.", "overwrite")
+# Keys added after runs were made, with the value that reproduces the older behaviour: a saved config without such a
+# key matches a current one that holds this value (also inside nested stage configs).
+ADDED_KEY_DEFAULTS = {"model.compute_dtype": "float32", "objective.generator_init": "teacher", "init_stage": ""}
 
 
 def path_name(path) -> str:
@@ -69,7 +72,9 @@ def config_differences(saved: dict, current: dict) -> list[str]:
   # Also inside nested stage configs of a pipeline (stages.<name>.config.train.num_steps, ...).
   resumable = lambda k: any(k == r or k.endswith("." + r) or (r.endswith(".") and (k.startswith(r) or f".{r}" in k))
                             for r in RESUMABLE_KEYS)
-  return [k for k in keys if not resumable(k) and a.get(k) != b.get(k)]
+  added_default = lambda k: k not in a and any((k == r or k.endswith("." + r)) and b[k] == v
+                                               for r, v in ADDED_KEY_DEFAULTS.items())
+  return [k for k in keys if not resumable(k) and not added_default(k) and a.get(k) != b.get(k)]
 
 
 def prepare_workdir(workdir: str, config_dict: dict, overwrite: bool) -> None:

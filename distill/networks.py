@@ -3,6 +3,10 @@
 Every teacher and student is a `Network`: `denoise(params, x, sigma, cond)` returns D(x; sigma) ~= E[x0 | x] on the
 EDM path (x = x0 + sigma * n); `velocity(params, x_rf, t, cond)` is derived in closed form (RF time, data at t = 1).
 Parameters are an `nnx.State` of `nnx.Param`s, kept outside the module so everything under jit is a pure function.
+
+Mixed precision: with `compute_dtype='bfloat16'` the network body runs on bf16 copies of the parameters and inputs,
+while the parameters themselves (and so gradients, optimizer state and EMA) stay float32 and the EDM
+preconditioning (c_in, c_noise, c_skip, c_out) and every output stay float32.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import models
 from distill import diffusion
 
 
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
 def _freeze(kwargs: dict) -> tuple:
   return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
 
@@ -29,15 +36,20 @@ class Network:
   model_name: str
   model_kwargs: tuple
   parameterization: Any
+  compute_dtype: str = "float32"
 
   @classmethod
   def create(cls, model_config: dict, parameterization: dict) -> "Network":
-    """From config dicts: {'name': ..., **kwargs} and {'name': 'edm'|'velocity', **kwargs}."""
+    """From config dicts: {'name': ..., 'compute_dtype': 'float32'|'bfloat16' (optional), **kwargs} and
+    {'name': 'edm'|'velocity', **kwargs}."""
     model_config = dict(model_config)
     param_config = dict(parameterization)
     name = model_config.pop("name")
+    compute_dtype = model_config.pop("compute_dtype", "float32")
+    if compute_dtype not in COMPUTE_DTYPES:
+      raise ValueError(f"model.compute_dtype must be one of {sorted(COMPUTE_DTYPES)}, got {compute_dtype!r}")
     param = diffusion.make_parameterization(param_config.pop("name"), **param_config)
-    net = cls(name, _freeze(model_config), param)
+    net = cls(name, _freeze(model_config), param, compute_dtype)
     net.graphdef  # validates the model config early (unknown model or argument)
     return net
 
@@ -69,7 +81,21 @@ class Network:
     return nnx.split(self.build(rng), nnx.Param)[1]
 
   def raw(self, params, x_in, c_noise, cond=None, *, train=False, rng=None):
+    """The bare network on preconditioned inputs, run in `compute_dtype` (its output too; callers cast back)."""
+    dtype = COMPUTE_DTYPES[self.compute_dtype]
+    if dtype != jnp.float32:
+      cast = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+      params, x_in = jax.tree.map(cast, params), cast(x_in)  # c_noise stays float32 (the embedding casts)
     return nnx.merge(self.graphdef, params)(x_in, c_noise, cond, train=train, rng=rng)
+
+  def same_architecture(self, other: "Network") -> bool:
+    """Same model, arguments and parameterisation (parameters interchangeable), whatever the compute dtypes."""
+    return (self.model_name, self.model_kwargs, self.parameterization) == (
+        other.model_name, other.model_kwargs, other.parameterization)
+
+  def config(self) -> dict:
+    """The model config this network was created from ({'name', 'compute_dtype', **kwargs})."""
+    return {"name": self.model_name, "compute_dtype": self.compute_dtype, **dict(self.model_kwargs)}
 
   def denoise(self, params, x, sigma, cond=None, *, train=False, rng=None):
     """D(x; sigma): x (B, ...) on the EDM path, sigma () or (B,), cond (B,) int labels or None."""

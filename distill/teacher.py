@@ -22,7 +22,9 @@ class Teacher:
 
 def load_teacher(teacher_config) -> Teacher | None:
   """From config.teacher: `bundle` (an exported sampler) or `workdir` (a finished run, exported on the fly);
-  `dtype` 'float32' or 'bfloat16' casts the frozen parameters. Returns None when neither is set."""
+  `dtype` 'bfloat16' stores the frozen parameters in bf16 and runs the teacher in bf16 (its preconditioning and
+  outputs stay float32, see distill/networks.py); 'float32' keeps the bundle's own compute dtype. Returns None when
+  neither is set."""
   import samplers
 
   bundle, workdir = teacher_config.get("bundle", ""), teacher_config.get("workdir", "")
@@ -37,4 +39,5 @@ def load_teacher(teacher_config) -> Teacher | None:
   loaded = samplers.load(bundle)
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[teacher_config.get("dtype", "float32")]
   params = jax.tree.map(lambda a: jnp.asarray(a, dtype), loaded.params)
-  return Teacher(network=loaded.network, params=params, bundle_meta=dict(loaded.meta, path=loaded.path))
+  network = loaded.network if dtype == jnp.float32 else dataclasses.replace(loaded.network, compute_dtype="bfloat16")
+  return Teacher(network=network, params=params, bundle_meta=dict(loaded.meta, path=loaded.path))

@@ -109,7 +109,7 @@ class Trainer:
     params = {}
     for i, (name, group) in enumerate(self.objective.groups.items()):
       if group.init == "teacher":
-        if teacher_params is None or group.network != self.teacher.network:
+        if teacher_params is None or not group.network.same_architecture(self.teacher.network):
           raise ValueError(f"group {name!r} initialises from the teacher, but no matching teacher is configured")
         params[name] = jax.tree.map(lambda a: a.astype(jnp.float32), teacher_params)
       elif group.init == "bundle":

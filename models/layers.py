@@ -91,7 +91,8 @@ class NoiseEmbedding(nnx.Module):
     self.labels = label_embedding(num_classes, emb_dim, rngs=rngs) if num_classes else None
 
   def __call__(self, c_noise: jax.Array, labels: jax.Array | None) -> jax.Array:
-    emb = positional_embedding(c_noise * self.noise_scale, self.base_dim)
+    # sinusoids of a float32 c_noise, then the parameters' dtype (bfloat16 under mixed precision)
+    emb = positional_embedding(c_noise * self.noise_scale, self.base_dim).astype(self.fc1.kernel.dtype)
     emb = self.fc2(jax.nn.silu(self.fc1(emb)))
     if self.labels is not None:
       if labels is None:

@@ -46,7 +46,7 @@ def export_bundle(out: str, network, params, *, sampler_config: dict, data_spec,
   generator = Generator(network, data_spec.shape, sampler_config)
   meta = {
       "format_version": FORMAT_VERSION,
-      "model": {"name": network.model_name, **dict(network.model_kwargs)},
+      "model": network.config(),
       "parameterization": dataclasses.asdict(network.parameterization),
       "sampler": dict(sampler_config),
       "default_steps": int(sampler_config["steps"]),

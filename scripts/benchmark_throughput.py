@@ -1,16 +1,21 @@
-"""Training and sampling throughput of the 2-D MLP and the MNIST U-Net, plus peak memory.
+"""Training and sampling throughput of the 2-D MLP and the MNIST U-Net (float32 and bfloat16 compute), the cost of a
+SiD update against a teacher training step, optionally the CIFAR-10 U-Net, plus peak memory.
 
-  python scripts/benchmark_throughput.py --out bench_out [--mnist ../shared/data/mnist10k.npz] [--devices 1]
+  python scripts/benchmark_throughput.py --out bench_out [--mnist ../shared/data/mnist10k.npz] [--devices 1] \
+      [--cifar] [--bf16=false]
 
 Writes bench_out/throughput.json and bench_out/throughput.md. Training: steps/s and items/s of the jitted step
-(compile excluded, measured over --steps steps after a warm-up). Sampling: samples/s and network evaluations per
-second (samples x NFE / s) for an Euler sampler. Memory: the process's peak RSS, and the device's peak bytes where
-the backend reports it (GPU/TPU).
+(compile excluded, measured over --steps steps after a warm-up); "x teacher" is a row's step time over the teacher
+training step of the same network and dtype (for SiD: one fake-score plus one generator update, three networks).
+Sampling: samples/s and network evaluations per second (samples x NFE / s) for an Euler sampler. Memory: the
+process's peak RSS, and the device's peak bytes where the backend reports it (GPU/TPU). bfloat16 rows set
+model.compute_dtype=bfloat16 (float32 parameters and preconditioning); on CPUs without bf16 units they are slower.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -21,6 +26,9 @@ def parse():
   p.add_argument("--mnist", default="", help="npz with MNIST images (default: random 28x28 images)")
   p.add_argument("--devices", type=int, default=1, help="fake CPU devices (CPU only; 1 = plain)")
   p.add_argument("--steps", type=int, default=50, help="timed training steps per model")
+  p.add_argument("--bf16", default="true", choices=["true", "false"], help="also time bfloat16 compute")
+  p.add_argument("--cifar", action="store_true", help="also time the CIFAR-10 U-Net (56M parameters; GPU scale)")
+  p.add_argument("--cifar_batch", type=int, default=128)
   return p.parse_args()
 
 
@@ -31,31 +39,53 @@ def main():
   import jax
   import numpy as np
 
-  from configs import mnist_teacher, toy2d_teacher
+  from configs import cifar10_teacher, mnist_score, mnist_teacher, toy2d_teacher
   from distill import benchmarking, data as data_lib
   from distill import objectives, sharding
   from distill.generation import Generator
+  from distill.teacher import Teacher
   from distill.trainer import Trainer
 
-  def time_training(config, steps):
+  def time_training(config, steps, teacher=None):
     mesh = sharding.make_mesh(config.mesh)
     source = data_lib.make_source(config.data.source, 0)
-    objective = objectives.build(config, source.spec)
-    trainer = Trainer(objective, mesh, config.sharding.rules, config.ema, 0)
+    objective = objectives.build(config, source.spec, teacher)
+    trainer = Trainer(objective, mesh, config.sharding.rules, config.ema, 0, teacher)
     state = trainer.init_state()
+    teacher_params = trainer.teacher_params()
     batches = [sharding.global_batch(source.global_batch(i, config.data.batch_size), mesh) for i in range(4)]
     for i in range(3):  # compile + warm-up
-      state, m = trainer.step(state, None, batches[i % 4])
+      state, m = trainer.step(state, teacher_params, batches[i % 4])
     jax.block_until_ready(state)
     start = time.perf_counter()
     for i in range(steps):
-      state, m = trainer.step(state, None, batches[i % 4])
+      state, m = trainer.step(state, teacher_params, batches[i % 4])
     jax.block_until_ready(state)
     elapsed = time.perf_counter() - start
     network = objective.groups[objective.sample_group].network
     return state, network, source, {
         "params": network.num_params(), "batch_size": config.data.batch_size,
         "steps_per_sec": steps / elapsed, "items_per_sec": steps * config.data.batch_size / elapsed}
+
+  def random_images(name, shape, num=512):
+    path = os.path.join(args.out, f"random_{name}.npz")
+    os.makedirs(args.out, exist_ok=True)
+    np.savez(path, images=np.random.default_rng(0).integers(0, 256, (num, *shape), dtype=np.uint8))
+    return f"npz:{path}"
+
+  dtypes = ["float32", "bfloat16"] if args.bf16 == "true" else ["float32"]
+  suffix = lambda dtype: "" if dtype == "float32" else "_bf16"
+
+  def time_unet(name, config, steps):
+    """A teacher-training row per compute dtype; returns {dtype: (state, network, source)}."""
+    out = {}
+    for dtype in dtypes:
+      config.model.compute_dtype = dtype
+      state, net, source, row = time_training(config, steps)
+      record(f"{name}_train{suffix(dtype)}", row | {"x_teacher": 1.0})
+      out[dtype] = state, net, source
+    config.model.compute_dtype = "float32"
+    return out
 
   def time_sampling(network, params, shape, sampler_config, num):
     gen = Generator(network, shape, sampler_config, batch_size=num)
@@ -67,22 +97,36 @@ def main():
     return {"num": num, "nfe": nfe, "samples_per_sec": num / elapsed, "evals_per_sec": num * nfe / elapsed}
 
   rows = {}
+
+  def record(name, row):  # printed as measured, so a run cut short still reports what it finished
+    rows[name] = row
+    print(name, json.dumps(row), flush=True)
+
   toy = toy2d_teacher.get_config()
   toy.data.source = "toy:checkerboard"
-  state, net, source, rows["mlp_2d_train"] = time_training(toy, args.steps * 4)
-  rows["mlp_2d_sample"] = time_sampling(net, state.ema["model"], source.spec.shape, toy.sampler.to_dict(), 8192)
+  state, net, source, row = time_training(toy, args.steps * 4)
+  record("mlp_2d_train", row)
+  record("mlp_2d_sample", time_sampling(net, state.ema["model"], source.spec.shape, toy.sampler.to_dict(), 8192))
 
   mnist = mnist_teacher.get_config()
-  if args.mnist:
-    mnist.data.source = f"npz:{args.mnist}"
-  else:
-    path = os.path.join(args.out, "random_images.npz")
-    os.makedirs(args.out, exist_ok=True)
-    np.savez(path, images=np.random.default_rng(0).integers(0, 256, (512, 28, 28), dtype=np.uint8))
-    mnist.data.source = f"npz:{path}"
-  state, net, source, rows["unet_mnist_train"] = time_training(mnist, args.steps)
+  mnist.data.source = f"npz:{args.mnist}" if args.mnist else random_images("mnist", (28, 28))
+  trained = time_unet("unet_mnist", mnist, args.steps)
+  state, net, source = trained["float32"]
   sampler = mnist.sampler.to_dict() | {"steps": 10}
-  rows["unet_mnist_sample"] = time_sampling(net, state.ema["model"], source.spec.shape, sampler, 512)
+  record("unet_mnist_sample", time_sampling(net, state.ema["model"], source.spec.shape, sampler, 512))
+  for dtype in dtypes:  # SiD update (fake score + generator) on the same U-Net, teacher = the model just trained
+    teacher_state, teacher_net, _ = trained[dtype]
+    sid = mnist_score.student("sid", 1000, 5e-5)
+    sid.data.update(source=mnist.data.source, batch_size=mnist.data.batch_size)  # same batch: step times compare
+    sid.model.compute_dtype = dtype
+    teacher = Teacher(network=teacher_net, params=teacher_state.ema["model"])
+    name = f"unet_mnist_sid_step{suffix(dtype)}"
+    row = time_training(sid, args.steps, teacher)[3]
+    record(name, row | {"x_teacher": rows[f"unet_mnist_train{suffix(dtype)}"]["steps_per_sec"] / row["steps_per_sec"]})
+  if args.cifar:
+    cifar = cifar10_teacher.get_config()
+    cifar.data.update(source=random_images("cifar", (32, 32, 3), 2 * args.cifar_batch), batch_size=args.cifar_batch)
+    time_unet("unet_cifar10", cifar, max(args.steps // 5, 5))
 
   device = jax.devices()[0]
   stats = device.memory_stats() if hasattr(device, "memory_stats") else None
@@ -92,12 +136,13 @@ def main():
   machine = benchmarking.machine_info()
   result = {"machine": machine, "results": rows, "memory": memory}
   lines = [benchmarking.machine_line(machine), "",
-           "| benchmark | params | batch | steps/s | items/s | samples/s | NFE | evals/s |", "|---|---|---|---|---|---|---|---|"]
+           "| benchmark | params | batch | steps/s | items/s | x teacher step | samples/s | NFE | evals/s |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for name, r in rows.items():
     cell = lambda k, fmt="{:.1f}": fmt.format(r[k]) if k in r else ""
-    lines.append(f"| {name} | {cell('params', '{:,}')} | {cell('batch_size', '{}')} | {cell('steps_per_sec')} | "
-                 f"{cell('items_per_sec', '{:.0f}')} | {cell('samples_per_sec', '{:.0f}')} | {cell('nfe', '{}')} | "
-                 f"{cell('evals_per_sec', '{:.0f}')} |")
+    lines.append(f"| {name} | {cell('params', '{:,}')} | {cell('batch_size', '{}')} | {cell('steps_per_sec', '{:.2f}')} "
+                 f"| {cell('items_per_sec', '{:.0f}')} | {cell('x_teacher', '{:.2f}')} | "
+                 f"{cell('samples_per_sec', '{:.0f}')} | {cell('nfe', '{}')} | {cell('evals_per_sec', '{:.0f}')} |")
   lines += ["", "Memory: " + ", ".join(f"{k} {v:.0f}" for k, v in memory.items())]
   benchmarking.write_report(args.out, "throughput", result, lines)
 

@@ -53,7 +53,7 @@ def _initial(init: str, net, teacher, key: str) -> dict:
   if init == "random":
     return {"init": "random"}
   if init == "teacher":
-    if teacher is None or teacher.network != net:
+    if teacher is None or not net.same_architecture(teacher.network):
       raise UserError(f"objective.{key}='teacher' needs a configured teacher (teacher.bundle or teacher.workdir) "
                       f"with the student's architecture; use objective.{key}='random' for a different student")
     return {"init": "teacher"}
@@ -120,7 +120,7 @@ def _boss(config, data_spec, teacher):
 
 def _architecture_mismatch(net, teacher_net) -> str:
   """A readable list of how two networks differ ('' when they are the same)."""
-  if net == teacher_net:
+  if net.same_architecture(teacher_net):
     return ""
   ours, theirs = dict(net.model_kwargs), dict(teacher_net.model_kwargs)
   diffs = [f"model {teacher_net.model_name!r} -> {net.model_name!r}"] if net.model_name != teacher_net.model_name else []
