@@ -58,9 +58,21 @@ def test_teacher_config_errors(teacher_bundle, tmp_path):
     load_teacher(config.teacher)
 
 
-def test_teacher_cast_to_bfloat16(teacher_bundle):
-  config = tiny.get_config()
-  config.teacher.bundle = teacher_bundle
-  config.teacher.dtype = "bfloat16"
-  teacher = load_teacher(config.teacher)
+def test_teacher_cast_to_bfloat16_runs_in_bfloat16(teacher_bundle):
+  config = _with_bundle(teacher_bundle)
+  config.dtype = "bfloat16"
+  teacher = load_teacher(config)
   assert {x.dtype for x in jax.tree.leaves(teacher.params)} == {np.dtype(jax.numpy.bfloat16)}
+  assert teacher.network.compute_dtype == "bfloat16"
+  plain = load_teacher(_with_bundle(teacher_bundle))
+  assert plain.network.compute_dtype == "float32" and plain.network.same_architecture(teacher.network)
+  x = np.random.default_rng(0).standard_normal((16, 2)).astype(np.float32)
+  sigma = np.full((16,), 0.5, np.float32)
+  fast, exact = teacher.network.denoise(teacher.params, x, sigma), plain.network.denoise(plain.params, x, sigma)
+  assert fast.dtype == np.float32 and np.max(np.abs(np.asarray(fast - exact))) < 0.05 * np.max(np.abs(exact))
+
+
+def _with_bundle(bundle):
+  config = tiny.get_config()
+  config.teacher.bundle = bundle
+  return config.teacher
