@@ -30,7 +30,8 @@ def base() -> ml_collections.ConfigDict:
                                            keep_last=2, keep_every=0))
   # In-training FID (off when fid_every is 0): fid_num samples of the EMA model at fid_steps (0: the sampler's
   # default) in fid_features ('inception', 'classifier:<folder>') against fid_ref (a data source or a
-  # `distill fid stats` file; '' = data.source). The best checkpoint by FID is kept in workdir/best.
+  # `distill fid stats` file; '' = data.source). For point data fid_features='energy' uses the energy distance to
+  # fid_num points of fid_ref drawn under a held-out seed. The best checkpoint by that value is kept in workdir/best.
   # eval.reference: data source that evaluations compare samples with ('' = data.source; pipelines set it to the
   # real data for stages trained on teacher pairs).
   c.eval = ml_collections.ConfigDict(dict(num_samples=2000, reference="", fid_every=0, fid_features="", fid_ref="", fid_num=1000,

@@ -172,31 +172,33 @@ def read_config(workdir: str) -> dict:
 
 
 class BestCheckpoint:
-  """Keeps the checkpoint with the lowest FID in `workdir/best` and its step and FID in `workdir/best.json`
-  (read back on resume, so the best survives restarts)."""
+  """Keeps the checkpoint with the lowest value of an in-training metric (FID, or energy distance for points) in
+  `workdir/best`, and its step, metric and value in `workdir/best.json` (read back on resume, so the best survives
+  restarts)."""
 
-  def __init__(self, workdir: str):
-    self.workdir = workdir
+  def __init__(self, workdir: str, metric: str = "fid"):
+    self.workdir, self.metric = workdir, metric
     self.path = os.path.join(workdir, BEST_FILE)
-    self.step, self.fid = None, float("inf")
+    self.step, self.value = None, float("inf")
     if os.path.exists(self.path):
       with open(self.path) as f:
         saved = json.load(f)
-      self.step, self.fid = saved["step"], saved["fid"]
+      if saved.get("metric", "fid") == metric:  # a best by another metric is superseded
+        self.step, self.value = saved["step"], saved["value"] if "value" in saved else saved["fid"]
 
-  def offer(self, step: int, fid: float, state: Any, config_dict: dict) -> bool:
-    """Save `state` if `fid` beats the best so far; returns whether it did."""
-    if not fid < self.fid:
+  def offer(self, step: int, value: float, state: Any, config_dict: dict) -> bool:
+    """Save `state` if `value` beats the best so far; returns whether it did."""
+    if not value < self.value:
       return False
     ckpts = Checkpoints(self.workdir, keep_last=1, subdir=BEST_DIR)
     try:
       ckpts.save(step, state, config_dict)
     finally:
       ckpts.close()
-    self.step, self.fid = step, float(fid)
+    self.step, self.value = step, float(value)
     if jax.process_index() == 0:
       tmp = f"{self.path}.tmp{os.getpid()}"
       with open(tmp, "w") as f:
-        json.dump({"step": step, "fid": self.fid}, f)
+        json.dump({"step": step, "metric": self.metric, "value": self.value}, f)
       os.replace(tmp, self.path)
     return True

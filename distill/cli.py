@@ -126,6 +126,13 @@ def require_flags(fv, *names):
 # ----- export -----------------------------------------------------------------------------------------------------
 
 
+def _best_metric(workdir: str) -> str:
+  from distill import checkpointing
+
+  with open(os.path.join(workdir, checkpointing.BEST_FILE)) as f:
+    return json.load(f).get("metric", "fid")
+
+
 def export_workdir(workdir: str, out: str | None = None, step: int | None = None, best: bool = False) -> str:
   """Export the EMA parameters of a workdir's checkpoint (latest by default, or the best by in-training FID) as a
   sampler bundle."""
@@ -143,7 +150,7 @@ def export_workdir(workdir: str, out: str | None = None, step: int | None = None
                           step, best)
   built = run.build_run(config)
   if best and not os.path.exists(os.path.join(workdir, checkpointing.BEST_FILE)):
-    raise UserError(f"{workdir} has no best checkpoint (in-training FID was off: set eval.fid_every)")
+    raise UserError(f"{workdir} has no best checkpoint (in-training evaluation was off: set eval.fid_every)")
   ckpts = (checkpointing.Checkpoints(workdir, 1, subdir=checkpointing.BEST_DIR) if best else
            checkpointing.Checkpoints(workdir, config.train.keep_last, config.train.keep_every))
   try:
@@ -159,7 +166,8 @@ def export_workdir(workdir: str, out: str | None = None, step: int | None = None
       out, built.objective.groups[group].network, state.ema[group], sampler_config=run.sampler_config(config),
       data_spec=built.source.spec,
       provenance={"workdir": os.path.abspath(workdir), "step": int(step), "objective": config.objective.name,
-                  "data_source": config.data.source, "group": group, "best_by_fid": best})
+                  "data_source": config.data.source, "group": group,
+                  "best_by": _best_metric(workdir) if best else ""})
   print(f"exported step {step} ({meta['nfe']} NFE at {meta['default_steps']} steps) to {out}")
   return out
 

@@ -108,8 +108,8 @@ def train(config, workdir: str, overwrite: bool = False) -> TrainState:
   progress = reporting.Progress(tc.num_steps, start, config.data.batch_size)
   report_progress = periodic_actions.ReportProgress(num_train_steps=tc.num_steps, writer=progress_writer,
                                                     every_steps=tc.log_every)
-  training_fid = _training_fid(config)
-  best = checkpointing.BestCheckpoint(workdir) if training_fid else None
+  training_eval = _training_evaluator(config)
+  best = checkpointing.BestCheckpoint(workdir, training_eval.metric) if training_eval else None
   pending = []
   if start == 0:
     writer.write_hparams({"params/" + k: sum(int(x.size) for x in jax.tree.leaves(v))
@@ -133,8 +133,8 @@ def train(config, workdir: str, overwrite: bool = False) -> TrainState:
         shown = [f"{k} {v:.4g}" for k, v in report.items() if k != "plot"]
         shown += [f"plot {report['plot']}"] if "plot" in report else []
         print(f"eval step {done}: " + " | ".join(shown), flush=True)
-      if training_fid and (done % config.eval.fid_every == 0 or done == tc.num_steps):
-        _evaluate_fid(run, state, done, training_fid, best, writer)
+      if training_eval and (done % config.eval.fid_every == 0 or done == tc.num_steps):
+        _evaluate_and_keep_best(run, state, done, training_eval, best, writer)
       if done % tc.ckpt_every == 0 or done == tc.num_steps:
         _check_finite(state, ckpts)
         ckpts.save(done, state, config.to_dict())
@@ -144,27 +144,32 @@ def train(config, workdir: str, overwrite: bool = False) -> TrainState:
   return state
 
 
-def _training_fid(config):
-  """The in-training FID evaluator of `config.eval` (reference statistics computed once), or None when off."""
+def _training_evaluator(config):
+  """The in-training evaluator of `config.eval` (reference computed once), or None when fid_every is 0: FID in
+  `fid_features` space ('inception', 'classifier:<folder>') for images, energy distance ('energy') for points."""
   ec = config.eval
   if not ec.fid_every:
     return None
   if not ec.fid_features:
-    raise UserError("eval.fid_every > 0 needs eval.fid_features (inception or classifier:<folder>)")
+    raise UserError("eval.fid_every > 0 needs eval.fid_features (inception, classifier:<folder>, or energy for points)")
+  if ec.fid_features == "energy":
+    from distill.evaluation.distances import TrainingEnergy
+
+    return TrainingEnergy(ec.fid_ref or config.data.source, ec.fid_num, ec.fid_steps or None)
   from distill.evaluation.fid import TrainingFID
 
   return TrainingFID(ec.fid_features, ec.fid_ref or config.data.source, ec.fid_num, ec.fid_steps or None)
 
 
-def _evaluate_fid(run: Run, state: TrainState, step: int, training_fid, best, writer) -> None:
-  """FID of the EMA parameters (same noise every time), logged as eval/*; a new best is checkpointed."""
-  metrics = training_fid(run.generator, state.ema[run.objective.sample_group], jax.random.key(run.config.seed + 2))
-  scalars = {k: metrics[k] for k in ("fid", "precision", "recall", "kid") if k in metrics}
+def _evaluate_and_keep_best(run: Run, state: TrainState, step: int, evaluator, best, writer) -> None:
+  """Evaluate the EMA parameters (same noise every time), log eval/*, checkpoint a new best of evaluator.metric."""
+  metrics = evaluator(run.generator, state.ema[run.objective.sample_group], jax.random.key(run.config.seed + 2))
+  scalars = {k: metrics[k] for k in ("fid", "precision", "recall", "kid", "energy", "sw2") if k in metrics}
   writer.write_scalars(step, {f"eval/{k}": v for k, v in scalars.items()})
-  improved = best.offer(step, metrics["fid"], state, run.config.to_dict())
+  improved = best.offer(step, metrics[evaluator.metric], state, run.config.to_dict())
   shown = " | ".join(f"{k} {v:.4g}" for k, v in scalars.items())
-  print(f"fid step {step}: {shown}{' (new best, saved)' if improved else f' (best {best.fid:.4g} at step {best.step})'}",
-        flush=True)
+  print(f"{evaluator.metric} step {step}: {shown}"
+        f"{' (new best, saved)' if improved else f' (best {best.value:.4g} at step {best.step})'}", flush=True)
 
 
 def _average(metrics: list[dict]) -> dict:

@@ -152,7 +152,8 @@ def test_in_training_fid_logs_and_keeps_the_best(trained, tmp_path):
   fids = {r["step"]: r["eval/fid"] for r in rows if "eval/fid" in r}
   assert sorted(fids) == [2, 4] and all(np.isfinite(v) and v >= 0 for v in fids.values())
   best = json.load(open(os.path.join(workdir, "best.json")))
-  assert best["step"] == min(fids, key=fids.get) and best["fid"] == pytest.approx(fids[best["step"]])
+  assert best["step"] == min(fids, key=fids.get) and best["value"] == pytest.approx(fids[best["step"]])
+  assert best["metric"] == "fid"
   bundle = cli.export_workdir(workdir, str(tmp_path / "best"), best=True)
   assert samplers.load(bundle).meta["provenance"]["step"] == best["step"]
 

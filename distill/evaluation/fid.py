@@ -235,7 +235,10 @@ def compare(generated: Statistics, reference: Statistics, *, exact: bool = True,
 
 class TrainingFID:
   """In-training FID of the sampled group's EMA parameters: the same `num` samples' noise every time (indices
-  0..num-1), features from `features`, the eigh Fréchet path, reference computed once."""
+  0..num-1), features from `features`, the eigh Fréchet path, reference computed once. `metric` names the value
+  that picks the best checkpoint."""
+
+  metric = "fid"
 
   def __init__(self, features: str, ref: str, num: int, steps: int | None = None):
     from distill.evaluation.features import make_features
