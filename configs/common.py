@@ -147,12 +147,12 @@ def pairs_stage(source_stage: str, num: int, seed: int, steps: int = 0, shard_si
                                         shard_size=shard_size, sampler=sampler or {}))
 
 
-def train_stage(config, data_stage: str = "", teacher_stage: str = "",
-                init_stage: str = "") -> ml_collections.ConfigDict:
+def train_stage(config, data_stage: str = "", teacher_stage: str = "", init_stage: str = "",
+                export: str = "last") -> ml_collections.ConfigDict:
   """A pipeline stage that trains `config` (on `data_stage`'s pairs, with `teacher_stage`'s model as teacher, its
-  student initialised from `init_stage`'s exported model)."""
+  student initialised from `init_stage`'s exported model); `export` 'last' or 'best' (by in-training evaluation)."""
   return ml_collections.ConfigDict(dict(kind="train", config=config, data_stage=data_stage,
-                                        teacher_stage=teacher_stage, init_stage=init_stage))
+                                        teacher_stage=teacher_stage, init_stage=init_stage, export=export))
 
 
 def pipeline(stages: dict, data_source: str) -> ml_collections.ConfigDict:

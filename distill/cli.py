@@ -145,9 +145,10 @@ def export_workdir(workdir: str, out: str | None = None, step: int | None = None
   from distill import pipeline
 
   config = ml_collections.ConfigDict(checkpointing.read_config(workdir))
-  if pipeline.is_pipeline(config):  # a pipeline exports the model of its last train stage
-    return export_workdir(os.path.join(workdir, pipeline.final_stage(config)), out or os.path.join(workdir, "export"),
-                          step, best)
+  if pipeline.is_pipeline(config):  # a pipeline exports the model of its last train stage, as that stage chose
+    stage = pipeline.final_stage(config)
+    best = best or (step is None and config.stages[stage].get("export", "last") == "best")
+    return export_workdir(os.path.join(workdir, stage), out or os.path.join(workdir, "export"), step, best)
   built = run.build_run(config)
   if best and not os.path.exists(os.path.join(workdir, checkpointing.BEST_FILE)):
     raise UserError(f"{workdir} has no best checkpoint (in-training evaluation was off: set eval.fid_every)")

@@ -4,7 +4,9 @@ A pipeline config (configs/toy2d_reflow.py) has `pipeline.stages` (stage names i
   kind 'train': `config` is a complete training config; `data_stage` names a pairs stage whose store becomes its
                 data source (otherwise the pipeline's data.source is used); `teacher_stage` names an earlier
                 train stage whose exported EMA model becomes its teacher; `init_stage` names an earlier train
-                stage whose exported EMA model initialises its student (objective.init).
+                stage whose exported EMA model initialises its student (objective.init); `export` 'last' (the
+                final step) or 'best' (the checkpoint with the best in-training FID / energy, eval.fid_every > 0)
+                chooses the checkpoint exported as the stage's model.
   kind 'pairs': `source_stage` names the train stage whose exported EMA model makes the pairs; `num`, `seed`,
                 `shard_size`, and `steps` / `sampler` (empty: the model's own sampler) set the solver.
 Stage s runs in WORKDIR/s (its own config, checkpoints, resume); a train stage is exported to WORKDIR/s/export.
@@ -86,7 +88,7 @@ def _train_stage(config, name: str, stage, workdir: str, bundles: dict) -> dict:
     stage_config.objective.init = bundles[stage.init_stage]
   stage_dir = os.path.join(workdir, name)
   state = run.train(stage_config, stage_dir)
-  bundle = export_workdir(stage_dir, os.path.join(stage_dir, "export"))
+  bundle = export_workdir(stage_dir, os.path.join(stage_dir, "export"), best=stage.get("export") == "best")
   return {"kind": "train", "workdir": stage_dir, "bundle": bundle, "checksum": _bundle_checksum(bundle),
           "objective": stage_config.objective.name, "steps": int(state.step), "data": stage_config.data.source,
           "teacher": stage_config.teacher.bundle or None}
@@ -115,6 +117,11 @@ def run_pipeline(config, workdir: str, log=print) -> dict:
       raise UserError(f"pipeline stage {name!r} has no stages.{name} section")
     if config.stages[name].kind not in ("train", "pairs"):
       raise UserError(f"stages.{name}.kind must be 'train' or 'pairs', got {config.stages[name].kind!r}")
+    export = config.stages[name].get("export", "last")
+    if export not in ("last", "best"):
+      raise UserError(f"stages.{name}.export must be 'last' or 'best', got {export!r}")
+    if export == "best" and not config.stages[name].config.eval.fid_every:
+      raise UserError(f"stages.{name}.export='best' needs in-training evaluation: set its eval.fid_every")
   records = _records(workdir)
   bundles = {n: r["bundle"] for n, r in records.items() if "bundle" in r}
   external = _external_teacher(config)

@@ -56,3 +56,38 @@ def test_energy_selection_refuses_image_data(tmp_path):
   np.savez(images, images=np.zeros((4, 8, 8, 1), np.uint8))
   with pytest.raises(ValueError, match="needs point data"):
     TrainingEnergy(f"npz:{images}", 4)
+
+
+def _pipeline(export: str, fid_every: int = 5):
+  from configs import common
+
+  stage = tiny.get_config()
+  stage.mesh.data = 1
+  stage.eval.update(fid_every=fid_every, fid_features="energy", fid_num=128)
+  config = common.pipeline({"only": common.train_stage(stage, export=export)}, "toy:moons")
+  config.mesh.data = 1
+  return config
+
+
+def test_a_pipeline_stage_may_export_its_best_checkpoint(tmp_path):
+  from distill import pipeline
+
+  workdir, config = str(tmp_path / "p"), _pipeline("best")
+  checkpointing.prepare_workdir(workdir, config.to_dict(), overwrite=False)
+  records = pipeline.run_pipeline(config, workdir)
+  best = json.load(open(os.path.join(workdir, "only", checkpointing.BEST_FILE)))
+  provenance = samplers.load(records["only"]["bundle"]).meta["provenance"]
+  assert provenance["best_by"] == "energy" and provenance["step"] == best["step"]
+  again = samplers.load(cli.export_workdir(workdir, str(tmp_path / "again"))).meta["provenance"]
+  assert again["best_by"] == "energy" and again["step"] == best["step"], "`distill export` must follow the stage"
+
+
+@pytest.mark.parametrize("export, fid_every, message", [("first", 5, "must be 'last' or 'best'"),
+                                                        ("best", 0, "needs in-training evaluation")])
+def test_bad_stage_export_is_refused_before_anything_runs(tmp_path, export, fid_every, message):
+  from distill import pipeline
+  from distill.errors import UserError
+
+  with pytest.raises(UserError, match=message):
+    pipeline.run_pipeline(_pipeline(export, fid_every), str(tmp_path / "p"))
+  assert not os.path.exists(tmp_path / "p" / "only")
