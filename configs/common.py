@@ -131,11 +131,12 @@ def score_distillation_stage(c: ml_collections.ConfigDict, method: str, num_step
 
 
 def score_distillation_pipeline(teacher: ml_collections.ConfigDict, distill: ml_collections.ConfigDict,
-                                data_source: str) -> ml_collections.ConfigDict:
-  """teacher -> distill; the top-level `objective` is the distillation stage's objective section itself (one
-  object), so `--config.objective.divergence=fkl` configures the distillation."""
-  c = pipeline({"teacher": train_stage(teacher), "distill": train_stage(distill, teacher_stage="teacher")},
-               data_source)
+                                data_source: str, export: str = "last") -> ml_collections.ConfigDict:
+  """teacher -> distill (exporting its `export` checkpoint, 'last' or 'best'); the top-level `objective` is the
+  distillation stage's objective section itself (one object), so `--config.objective.divergence=fkl` configures
+  the distillation."""
+  c = pipeline({"teacher": train_stage(teacher),
+                "distill": train_stage(distill, teacher_stage="teacher", export=export)}, data_source)
   c.objective = c.stages.distill.config.objective
   return c
 
