@@ -4,19 +4,11 @@ with a method preset of configs/common.py. Generator, fake score and discriminat
 
 The generator's energy distance to 4000 held-out data points is measured every 250 steps and the best checkpoint
 is the exported student: one-step generators oscillate by several times the teacher's distance from one evaluation
-to the next (scripts/benchmark_score_2d.py), as image students do in FID, where the best-FID checkpoint is kept.
-
-SiD and Uni-Instruct here drop the per-sample mean-abs normaliser (objective.normaliser='none'): in two
-dimensions mean |x0 - D_teacher(x_sigma)| averages two coordinates, so it comes near zero for single samples and
-their weight 1/n is heavy-tailed. Measured on moons (same teacher and seed, 4000 SiD steps): best held-out energy
-0.00064 without it against 0.00104 with it, three of sixteen evaluations below 0.00072 against none."""
+to the next (scripts/benchmark_score_2d.py), as image students do in FID, where the best-FID checkpoint is kept."""
 
 import ml_collections
 
 from configs import common, toy2d_teacher
-
-
-POINT_OBJECTIVE = dict(normaliser="none")  # see the module docstring
 
 
 def student(method: str, num_steps: int, learning_rate: float, **objective) -> ml_collections.ConfigDict:

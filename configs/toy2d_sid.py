@@ -11,4 +11,4 @@ from configs import toy2d_score
 
 
 def get_config():
-  return toy2d_score.pipeline(toy2d_score.student("sid", 4000, 1e-4, **toy2d_score.POINT_OBJECTIVE))
+  return toy2d_score.pipeline(toy2d_score.student("sid", 4000, 1e-4))

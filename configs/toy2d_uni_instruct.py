@@ -13,5 +13,4 @@ from configs import toy2d_score
 
 def get_config():
   return toy2d_score.pipeline(toy2d_score.student("uni_instruct", 4000, 1e-4, divergence="jeffreys",
-                                                  divergence_start=1000, disc_init="random",
-                                                  **toy2d_score.POINT_OBJECTIVE))
+                                                  divergence_start=1000, disc_init="random"))
