@@ -8,8 +8,8 @@ from PIL import Image
 from scipy.spatial.distance import cdist
 from scipy.stats import norm
 
-from distill.evaluation import (energy_distance, image_grid, random_directions, save_image_grid, save_scatter,
-                                sliced_wasserstein2, to_uint8, two_sample_report)
+from distill.evaluation import (energy_distance, image_grid, projected_energy_distance, random_directions,
+                                save_image_grid, save_scatter, sliced_wasserstein2, to_uint8, two_sample_report)
 
 
 def _cloud(n, d=2, seed=0, shift=0.0):
@@ -56,6 +56,36 @@ def test_energy_chunked_equals_brute_force():
   brute = 2 * cdist(x, y).mean() - cdist(x, x).mean() - cdist(y, y).mean()
   assert energy_distance(x, y, block_size=7) == pytest.approx(brute, rel=1e-9, abs=1e-12)
   assert energy_distance(x, y) == pytest.approx(brute, rel=1e-9, abs=1e-12)
+
+
+def test_projected_energy_is_the_pairwise_energy_in_2d():
+  """pi/2 times the direction-mean of exact 1-D energy distances: equal to the all-pairs V-statistic up to the angle
+  quadrature, O(K^-2); unequal sizes and a near-zero distance (same distribution) included."""
+  x, y = _cloud(700, seed=7), 1.2 * _cloud(400, seed=8, shift=0.2)
+  brute = 2 * cdist(x, y).mean() - cdist(x, x).mean() - cdist(y, y).mean()
+  assert projected_energy_distance(x, y, num_directions=1024) == pytest.approx(brute, rel=1e-6)
+  assert projected_energy_distance(x, y, num_directions=64) == pytest.approx(brute, rel=1e-4)
+  assert projected_energy_distance(x, y, num_directions=64) != pytest.approx(brute, rel=1e-7)  # a real quadrature
+  z = _cloud(900, seed=10)
+  pairwise = energy_distance(x, z, method="pairwise")
+  assert energy_distance(x, z, method="projected") == pytest.approx(pairwise, rel=1e-4)
+  assert projected_energy_distance(x, x) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_energy_method_auto_projects_only_large_2d_clouds(monkeypatch):
+  from distill.evaluation import distances
+
+  x, y = _cloud(300, seed=11), _cloud(200, seed=12, shift=0.4)
+  exact = energy_distance(x, y, method="pairwise")
+  assert energy_distance(x, y) == exact  # 60000 pairs: pairwise
+  monkeypatch.setattr(distances, "MAX_PAIRWISE", 1000)
+  assert energy_distance(x, y) == projected_energy_distance(x, y) != exact
+  x3, y3 = _cloud(300, d=3, seed=11), _cloud(200, d=3, seed=12)
+  assert energy_distance(x3, y3) == energy_distance(x3, y3, method="pairwise")  # 3-D is never projected
+  with pytest.raises(ValueError, match="for 2-D clouds"):
+    energy_distance(x3, y3, method="projected")
+  with pytest.raises(ValueError, match="unknown energy distance method 'sliced'"):
+    energy_distance(x, y, method="sliced")
 
 
 def test_sw2_pure_shift_exact():

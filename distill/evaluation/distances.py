@@ -36,24 +36,64 @@ def _pairwise_distance_sum(a: np.ndarray, b: np.ndarray, block_size: int) -> flo
   return float(total)
 
 
-def energy_distance(x: np.ndarray, y: np.ndarray, block_size: int = 1024) -> float:
+# Above this many pairs (n * m), 2-D energy distances use the exact projection formula instead of all pairs.
+MAX_PAIRWISE = 16384 * 16384
+
+
+def energy_distance(x: np.ndarray, y: np.ndarray, block_size: int = 1024, method: str = "auto") -> float:
   """Squared energy distance 2 E|X-Y| - E|X-X'| - E|Y-Y'| between x (n, d) and y (m, d).
 
     This is the energy distance between the two empirical measures (V-statistic:
     every term averages all pairs, the zero diagonal included), so it is >= 0,
     exactly 0 for identical clouds, and a data-vs-data "floor" of two independent
     draws is a positive O(1/n) number that model samples can be compared with.
-    Pairwise distances are computed in (block_size, block_size) tiles, so memory
-    stays O(block_size**2) for any n, m.
+    method 'pairwise' sums all pairwise distances in (block_size, block_size)
+    tiles (memory O(block_size**2), time O(n m)); 'projected' (2-D only) is
+    `projected_energy_distance`, O((n + m) log(n + m)) per direction; 'auto'
+    projects 2-D clouds with more than MAX_PAIRWISE pairs.
     """
   x, y = _as_cloud(x, "x"), _as_cloud(y, "y")
   n, m = len(x), len(y)
   if x.shape[1] != y.shape[1] or n < 2 or m < 2:
     raise ValueError(f"need (n>=2, d) and (m>=2, d) clouds, got {x.shape} and {y.shape}")
+  if method not in ("auto", "pairwise", "projected"):
+    raise ValueError(f"unknown energy distance method {method!r}; choose auto, pairwise or projected")
+  if method == "projected" or (method == "auto" and x.shape[1] == 2 and n * m > MAX_PAIRWISE):
+    return projected_energy_distance(x, y)
   xy = _pairwise_distance_sum(x, y, block_size) / (n * m)
   xx = _pairwise_distance_sum(x, x, block_size) / (n * n)
   yy = _pairwise_distance_sum(y, y, block_size) / (m * m)
   return 2.0 * xy - xx - yy
+
+
+def _energy_1d(px: np.ndarray, py: np.ndarray) -> np.ndarray:
+  """1-D energy distances 2 int (F_x - F_y)^2 dt of the empirical measures of the columns of px (n, k), py (m, k):
+  the squared CDF gap, constant between consecutive merged sorted points, times the gap's length, summed."""
+  z = np.concatenate([px, py])
+  weight = np.concatenate([np.full(len(px), 1.0 / len(px)), np.full(len(py), -1.0 / len(py))])
+  order = np.argsort(z, axis=0)
+  gap = np.cumsum(weight[order], axis=0)[:-1]
+  return 2.0 * np.sum(gap**2 * np.diff(np.take_along_axis(z, order, axis=0), axis=0), axis=0)
+
+
+def projected_energy_distance(x: np.ndarray, y: np.ndarray, num_directions: int = 256, chunk: int = 8) -> float:
+  """The energy distance of two 2-D clouds x (n, 2), y (m, 2) from their 1-D projections, in O((n + m) log(n + m))
+  time per direction and O((n + m) chunk) memory.
+
+    In 2-D |v| = (pi / 2) E_theta |<theta, v>| (theta uniform on the circle), so the energy distance is pi / 2 times
+    the mean over directions of the 1-D energy distances of the projections, and each 1-D one is exactly
+    2 int (F_x - F_y)^2 dt for the empirical CDFs. Directions: the midpoint grid of `num_directions` angles on
+    [0, pi), a quadrature whose error is O(num_directions^-2) relative (measured: 2.5e-6 at 256 directions for
+    two 16000-point moons clouds, against the pairwise sum); everything else is exact.
+    """
+  x, y = _as_cloud(x, "x"), _as_cloud(y, "y")
+  if x.shape[1] != 2 or y.shape[1] != 2:
+    raise ValueError(f"the projected energy distance is for 2-D clouds, got {x.shape} and {y.shape}")
+  angle = (np.arange(num_directions) + 0.5) * np.pi / num_directions
+  theta = np.stack([np.cos(angle), np.sin(angle)])
+  total = sum(float(_energy_1d(x @ theta[:, i:i + chunk], y @ theta[:, i:i + chunk]).sum())
+              for i in range(0, num_directions, chunk))
+  return 0.5 * np.pi * total / num_directions
 
 
 def random_directions(d: int, num: int, seed: int = 0) -> np.ndarray:
@@ -73,7 +113,8 @@ def _quantiles(sorted_proj: np.ndarray, k: int) -> np.ndarray:
   return sorted_proj[idx]
 
 
-def sliced_wasserstein2(x: np.ndarray, y: np.ndarray, num_projections: int = 256, seed: int = 0) -> float:
+def sliced_wasserstein2(x: np.ndarray, y: np.ndarray, num_projections: int = 256, seed: int = 0,
+                        chunk: int = 16) -> float:
   """Sliced 2-Wasserstein distance between x (n, d) and y (m, d).
 
     SW2 = sqrt(mean over directions theta of W2^2(<theta, x>, <theta, y>)), the
@@ -87,11 +128,13 @@ def sliced_wasserstein2(x: np.ndarray, y: np.ndarray, num_projections: int = 256
   if x.shape[1] != y.shape[1]:
     raise ValueError(f"dimension mismatch: {x.shape} vs {y.shape}")
   theta = random_directions(x.shape[1], num_projections, seed)
-  px = np.sort(x @ theta.T, axis=0)
-  py = np.sort(y @ theta.T, axis=0)
-  k = max(len(px), len(py))
-  w2_sq = np.mean((_quantiles(px, k) - _quantiles(py, k))**2, axis=0)
-  return float(np.sqrt(np.mean(w2_sq)))
+  k = max(len(x), len(y))
+  w2_sq = []
+  for i in range(0, num_projections, chunk):  # memory O((n + m) chunk) for any number of directions
+    px = np.sort(x @ theta[i:i + chunk].T, axis=0)
+    py = np.sort(y @ theta[i:i + chunk].T, axis=0)
+    w2_sq.append(np.mean((_quantiles(px, k) - _quantiles(py, k))**2, axis=0))
+  return float(np.sqrt(np.mean(np.concatenate(w2_sq))))
 
 
 def two_sample_report(samples: np.ndarray,
