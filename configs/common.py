@@ -108,7 +108,8 @@ def score_distillation_objective(method: str, **overrides) -> ml_collections.Con
       ratio_path="pathwise", ratio_logit_clip=10.0, ratio_min=0.1, ratio_max=20.0, weight_normalise=True,
       gan_weight=0.0, gan_over_normaliser=False, regression_weight=0.0, regression_distance="l2", lpips_weights="",
       lpips_resize=0, generator_start=0, divergence_start=0, labels="data", guidance=1.0, discriminator=False,
-      disc_init="teacher", generator_init="teacher", generator_every=1, fake_learning_rate=0.0, disc_learning_rate=0.0)
+      disc_init="teacher", generator_init="teacher", generator_every=1, fake_learning_rate=0.0, disc_learning_rate=0.0,
+      critic_schedule="")
   return ml_collections.ConfigDict(defaults | SCORE_DISTILLATION_PRESETS[method] | overrides)
 
 

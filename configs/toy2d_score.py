@@ -2,9 +2,10 @@
 toy2d_dmd2.py): the flow-matching teacher of configs/toy2d_teacher.py, then a one-step generator distilled from it
 with a method preset of configs/common.py. Generator, fake score and discriminator copy the teacher's MLP.
 
-The generator's energy distance to 4000 held-out data points is measured every 250 steps and the best checkpoint
-is the exported student: one-step generators oscillate by several times the teacher's distance from one evaluation
-to the next (scripts/benchmark_score_2d.py), as image students do in FID, where the best-FID checkpoint is kept."""
+The generator's energy distance to 65536 held-out data points (the exact projection formula, about 3 s) is measured
+every 250 steps and the best checkpoint is the exported student: one-step generators oscillate by several times the
+teacher's distance from one evaluation to the next, as image students do in FID, where the best-FID checkpoint is
+kept. At 4000 points the selection was noise-dominated: a checkpoint picked at 0.00063 scored 0.00098 at 131072."""
 
 import ml_collections
 
@@ -14,7 +15,7 @@ from configs import common, toy2d_teacher
 def student(method: str, num_steps: int, learning_rate: float, **objective) -> ml_collections.ConfigDict:
   c = common.score_distillation_stage(toy2d_teacher.get_config(), method, num_steps, learning_rate, **objective)
   c.train.update(log_every=500, ckpt_every=1000)
-  c.eval.update(fid_every=250, fid_features="energy", fid_num=4000)
+  c.eval.update(fid_every=250, fid_features="energy", fid_num=65536)
   return c
 
 

@@ -27,6 +27,7 @@ from distill.objectives import SCORE_DISTILLATION_BUILDER_KEYS, build
 from distill.objectives.base import ParamGroup
 from distill.objectives.score_distillation import ScoreDistillation, karras_sigma, parse_sigma_sampler, sample_sigma
 from distill.teacher import load_teacher
+from distill.trainer import learning_rate_schedule
 
 SIGMA = 0.7
 # f(r), r = q / p, written out independently of the code's weight table.
@@ -299,6 +300,26 @@ def test_bad_configs_are_one_clear_line(tiny_teacher_bundle):
     build(wide, spec, teacher)
   with pytest.raises(UserError, match="needs a teacher"):
     build(_tiny_config(tiny_teacher_bundle, "sid"), spec, None)
+
+
+def test_critic_schedule_keeps_the_critics_rate_while_the_generator_decays(tiny_teacher_bundle):
+  """critic_schedule='constant': the fake score and discriminator keep their rate (after the shared warm-up) while the
+  generator follows optim.schedule; '' gives every group the generator's schedule."""
+  spec = DataSpec("points", (2,), 0, (-4.0, 4.0))
+  teacher = _tiny_teacher(tiny_teacher_bundle)
+  config = _tiny_config(tiny_teacher_bundle, "dmd2", critic_schedule="constant", fake_learning_rate=3e-4)
+  config.optim.update(learning_rate=1e-4, schedule="cosine", decay_steps=100, warmup_steps=10)
+  groups = build(config, spec, teacher).groups
+  rate = {name: learning_rate_schedule(group.optim) for name, group in groups.items()}
+  np.testing.assert_allclose([rate["fake"](s) for s in (5, 10, 100)], [1.5e-4, 3e-4, 3e-4], rtol=1e-6)
+  np.testing.assert_allclose([rate["disc"](s) for s in (5, 10, 100)], [5e-5, 1e-4, 1e-4], rtol=1e-6)
+  np.testing.assert_allclose([rate["generator"](s) for s in (5, 10, 55, 100)], [5e-5, 1e-4, 5e-5, 0.0], atol=1e-10)
+  config.objective.critic_schedule = ""
+  shared = build(config, spec, teacher).groups
+  assert float(learning_rate_schedule(shared["fake"].optim)(100)) == 0.0
+  config.objective.critic_schedule = "cosine"
+  with pytest.raises(UserError, match="objective.critic_schedule must be '' .* or 'constant', got 'cosine'"):
+    build(config, spec, teacher)
 
 
 def _tiny_teacher(bundle):

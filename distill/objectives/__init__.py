@@ -133,13 +133,15 @@ def _architecture_mismatch(net, teacher_net) -> str:
 
 # objective keys the builder consumes (networks, initialisation, optimisers, LPIPS); the rest go to ScoreDistillation.
 SCORE_DISTILLATION_BUILDER_KEYS = ("name", "discriminator", "disc_init", "generator_init", "generator_every",
-                                   "fake_learning_rate", "disc_learning_rate", "lpips_weights", "lpips_resize")
+                                   "fake_learning_rate", "disc_learning_rate", "critic_schedule", "lpips_weights",
+                                   "lpips_resize")
 
 
 def _score_distillation(config, data_spec, teacher):
   """The fake score starts from the teacher (same architecture); the generator from the teacher or an exported bundle
   (objective.generator_init); the optional discriminator has the same architecture, initialised from the teacher or
-  at random (objective.disc_init)."""
+  at random (objective.disc_init). Fake score and discriminator share the generator's optimiser settings but their own
+  learning rates; critic_schedule='constant' keeps their rate constant while the generator's follows optim.schedule."""
   if teacher is None:
     raise UserError("score distillation needs a teacher: set teacher.bundle or teacher.workdir")
   o = config.objective
@@ -152,12 +154,17 @@ def _score_distillation(config, data_spec, teacher):
   every = int(o.generator_every)
   if every < 1:
     raise UserError(f"objective.generator_every must be >= 1, got {every}")
-  groups = {"fake": ParamGroup(net, optim | {"learning_rate": o.fake_learning_rate or optim["learning_rate"]},
+  critic_schedule = o.get("critic_schedule", "")  # absent from the configs of workdirs written before it existed
+  if critic_schedule not in ("", "constant"):
+    raise UserError(f"objective.critic_schedule must be '' (the generator's optim.schedule) or 'constant', "
+                    f"got {critic_schedule!r}")
+  critic = optim | ({"schedule": "constant"} if critic_schedule else {})
+  groups = {"fake": ParamGroup(net, critic | {"learning_rate": o.fake_learning_rate or optim["learning_rate"]},
                                init="teacher")}
   if o.discriminator or o.gan_weight > 0:
     if o.disc_init not in ("teacher", "random"):
       raise UserError(f"objective.disc_init must be 'teacher' or 'random', got {o.disc_init!r}")
-    groups["disc"] = ParamGroup(net, optim | {"learning_rate": o.disc_learning_rate or optim["learning_rate"]},
+    groups["disc"] = ParamGroup(net, critic | {"learning_rate": o.disc_learning_rate or optim["learning_rate"]},
                                 init=o.disc_init)
   groups["generator"] = ParamGroup(net, optim, every=every, offset=every - 1,
                                    **_initial(o.generator_init, net, teacher, "generator_init"))
