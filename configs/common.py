@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from distill.pipeline import INHERIT_SEED
+
 # Logical axis -> mesh axis. Mesh {data: N, fsdp: 1} is pure data parallelism (size-1 fsdp replicates);
 # {data: 1, fsdp: N} shards parameters and optimizer state (ZeRO-3 style).
 DEFAULT_RULES = (
@@ -152,7 +154,9 @@ def pairs_stage(source_stage: str, num: int, seed: int, steps: int = 0, shard_si
 def train_stage(config, data_stage: str = "", teacher_stage: str = "", init_stage: str = "",
                 export: str = "last") -> ml_collections.ConfigDict:
   """A pipeline stage that trains `config` (on `data_stage`'s pairs, with `teacher_stage`'s model as teacher, its
-  student initialised from `init_stage`'s exported model); `export` 'last' or 'best' (by in-training evaluation)."""
+  student initialised from `init_stage`'s exported model); `export` 'last' or 'best' (by in-training evaluation).
+  The stage's seed becomes INHERIT_SEED (the pipeline's seed) until a stage override sets its own."""
+  config.seed = INHERIT_SEED
   return ml_collections.ConfigDict(dict(kind="train", config=config, data_stage=data_stage,
                                         teacher_stage=teacher_stage, init_stage=init_stage, export=export))
 

@@ -9,6 +9,8 @@ A pipeline config (configs/toy2d_reflow.py) has `pipeline.stages` (stage names i
                 chooses the checkpoint exported as the stage's model.
   kind 'pairs': `source_stage` names the train stage whose exported EMA model makes the pairs; `num`, `seed`,
                 `shard_size`, and `steps` / `sampler` (empty: the model's own sampler) set the solver.
+A train stage's config.seed is its own when >= 0; pipeline configs leave it at -1 (INHERIT_SEED), the pipeline's
+top-level seed, so `--config.seed=N` reseeds every stage and `--config.stages.<name>.config.seed=N` only that one.
 Stage s runs in WORKDIR/s (its own config, checkpoints, resume); a train stage is exported to WORKDIR/s/export.
 A stage named 'teacher' is skipped when the pipeline's teacher.workdir / teacher.bundle is set (that model is used).
 WORKDIR/pipeline.json records every finished stage: bundle, parameter checksum, solver, NFE, seeds, seconds. Rerunning
@@ -25,6 +27,7 @@ import time
 from distill.errors import UserError
 
 RECORD_FILE = "pipeline.json"
+INHERIT_SEED = -1  # a stage config seed that means "the pipeline's seed"
 
 
 def is_pipeline(config) -> bool:
@@ -72,12 +75,15 @@ def _external_teacher(config) -> str | None:
   return bundle or None
 
 
-def _train_stage(config, name: str, stage, workdir: str, bundles: dict) -> dict:
-  from distill import run
-  from distill.cli import export_workdir
-
+def stage_training_config(config, stage, workdir: str, bundles: dict):
+  """The complete training config of train stage `stage`: its own config with the pipeline's mesh, data source
+  (or its data stage's pairs), evaluation reference and the bundles of its teacher / init stages. Its seed is its
+  own when set (>= 0) and the pipeline's seed when left at INHERIT_SEED."""
   stage_config = stage.config
-  stage_config.seed = config.seed
+  if stage_config.seed == INHERIT_SEED:
+    stage_config.seed = config.seed
+  elif stage_config.seed < 0:
+    raise UserError(f"a stage's seed must be >= 0, or {INHERIT_SEED} for the pipeline's seed; got {stage_config.seed}")
   stage_config.mesh = config.mesh
   stage_config.data.source = (f"pairs:{os.path.join(workdir, stage.data_stage)}" if stage.get("data_stage")
                               else config.data.source)
@@ -86,6 +92,14 @@ def _train_stage(config, name: str, stage, workdir: str, bundles: dict) -> dict:
     stage_config.teacher.bundle, stage_config.teacher.workdir = bundles[stage.teacher_stage], ""
   if stage.get("init_stage"):
     stage_config.objective.init = bundles[stage.init_stage]
+  return stage_config
+
+
+def _train_stage(config, name: str, stage, workdir: str, bundles: dict) -> dict:
+  from distill import run
+  from distill.cli import export_workdir
+
+  stage_config = stage_training_config(config, stage, workdir, bundles)
   stage_dir = os.path.join(workdir, name)
   state = run.train(stage_config, stage_dir)
   bundle = export_workdir(stage_dir, os.path.join(stage_dir, "export"), best=stage.get("export") == "best")
