@@ -1,11 +1,12 @@
 """Score distillation on 2-D toys: one-step students by SiD and Uni-Instruct divergences against their teacher.
 
-  python scripts/benchmark_score_2d.py --out bench_out [--toys moons,8gaussians] [--methods sid,rkl,fkl,jeffreys,js]
-      [--steps 4000] [--teacher_root bench_out/reflow_2d] [--seeds 0,1,2] [--num 65536]
+  python scripts/benchmark_score_2d.py --out bench_out [--toys moons,8gaussians]
+      [--methods sid,sida,rkl,fkl,jeffreys,js] [--steps 4000] [--teacher_root bench_out/reflow_2d] [--seeds 0,1,2]
+      [--num 65536]
 
 Per toy: the flow-matching teacher (reused from <teacher_root>/<toy>/teacher when it exists, else trained by the
-pipeline) at 1 and 100 Euler steps, and each method's one-step student (configs/toy2d_sid.py, or
-configs/toy2d_uni_instruct.py with that divergence; the exported student is the checkpoint with the lowest energy
+pipeline) at 1 and 100 Euler steps, and each method's one-step student (configs/toy2d_sid.py, configs/toy2d_sida.py,
+or configs/toy2d_uni_instruct.py with that divergence; the exported student is the checkpoint with the lowest energy
 distance to held-out points, measured every 250 steps), scored by energy distance and sliced W2 against fresh data
 (n = --num, default 65536; the energy of 2-D clouds that large uses the exact projection formula) next to the
 data-vs-data floor. At n = 4000 one draw of samples and fresh data moved the distances by a factor of two (at
@@ -27,7 +28,7 @@ def parse():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--out", default="bench_out")
   p.add_argument("--toys", default="moons")
-  p.add_argument("--methods", default="sid,rkl,fkl,jeffreys,js")
+  p.add_argument("--methods", default="sid,sida,rkl,fkl,jeffreys,js")
   p.add_argument("--steps", type=int, default=4000)
   p.add_argument("--seeds", default="0,1,2", help="evaluation seeds (sample noise and fresh data); means reported")
   p.add_argument("--num", type=int, default=65536)
@@ -39,10 +40,11 @@ def parse():
 
 
 def method_config(method: str, toy: str, steps: int, teacher_workdir: str, divergence_start: int):
-  from configs import toy2d_sid, toy2d_uni_instruct
+  from configs import toy2d_sid, toy2d_sida, toy2d_uni_instruct
 
-  config = toy2d_sid.get_config() if method == "sid" else toy2d_uni_instruct.get_config()
-  if method != "sid":
+  dedicated = {"sid": toy2d_sid, "sida": toy2d_sida}
+  config = (dedicated.get(method) or toy2d_uni_instruct).get_config()
+  if method not in dedicated:
     config.objective.divergence = method
     config.objective.divergence_start = divergence_start
   config.data.source = f"toy:{toy}"
