@@ -1,5 +1,5 @@
 """Shared builder of the 2-D score-distillation pipelines (configs/toy2d_uni_instruct.py, toy2d_sid.py,
-toy2d_dmd2.py): the flow-matching teacher of configs/toy2d_teacher.py, then a one-step generator distilled from it
+toy2d_sida.py, toy2d_dmd2.py): the flow-matching teacher of configs/toy2d_teacher.py, then a one-step generator distilled from it
 with a method preset of configs/common.py. Generator, fake score and discriminator copy the teacher's MLP.
 
 The generator's energy distance to 65536 held-out data points (the exact projection formula, about 3 s) is measured
