@@ -5,9 +5,10 @@ discriminator trained on real data versus generator samples (SiDA, spec divergen
       [--config.teacher.workdir=T]
   distill export --workdir W --out B      # samplers.load(B).sample(key, n): one network evaluation
 
-Settings measured on moons (runs of 4000 steps, best checkpoint, energy at n = 262144; see the README's 2-D
-score-distillation table): alpha stays at SiD's 1.2 (alpha 1.0 without the GAN oscillated more), the GAN weight is
-0.1 over the normaliser (SiDA's 0.01 is tuned for images), and generator noise levels are log-normal(-1.2, 1.2).
+Settings chosen on moons (4000 steps, best checkpoint; scripts/benchmark_score_2d.py): alpha stays at SiD's 1.2
+(alpha 1.0 without the GAN oscillated more in training), the GAN weight is 0.1 over the normaliser (the only weight
+tried; 0.01 is SiDA's image setting) and generator noise levels are log-normal(-1.2, 1.2) (with plain SiD, SiD's
+Karras range scored worse).
 Unlike SiD, the student sees real data through the discriminator, so it can end closer to the data than its teacher.
 """
 
