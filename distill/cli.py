@@ -99,14 +99,11 @@ def cmd_train(argv):
   require_flags(fv, "config", "workdir")
   config = fv.config
   _maybe_initialize_distributed(fv)
-  from distill import run
-
-  from distill import checkpointing, pipeline
+  from distill import pipeline, run
 
   start = time.time()
   if pipeline.is_pipeline(config):
-    checkpointing.prepare_workdir(fv.workdir, config.to_dict(), fv.overwrite)
-    records = pipeline.run_pipeline(config, fv.workdir)
+    records = pipeline.run_pipeline(config, fv.workdir, overwrite=fv.overwrite)
     final = records[pipeline.final_stage(config)]
     print(f"pipeline finished in {time.time() - start:.1f}s; final model {final['bundle']} "
           f"(stage records: {os.path.join(fv.workdir, pipeline.RECORD_FILE)})")

@@ -124,8 +124,20 @@ def _pairs_stage(name: str, stage, workdir: str, bundles: dict) -> dict:
           "seed": meta["seed"], "sampler": meta["sampler"], "steps": meta["steps"], "nfe": meta["nfe"]}
 
 
-def run_pipeline(config, workdir: str, log=print) -> dict:
-  """Run (or resume) every stage in order; returns the records of all stages."""
+def resolve_seeds(config) -> None:
+  """Give every train stage left at INHERIT_SEED the pipeline's seed (in place), so that the config a workdir
+  records names each stage's actual seed."""
+  for name in config.pipeline.stages:
+    stage = config.stages.get(name)
+    if stage is not None and stage.kind == "train" and stage.config.seed == INHERIT_SEED:
+      stage.config.seed = config.seed
+
+
+def run_pipeline(config, workdir: str, log=print, overwrite: bool = False) -> dict:
+  """Run (or resume) every stage in order in `workdir` (prepared as checkpointing.prepare_workdir does: a workdir of
+  another config is refused unless `overwrite`); returns the records of all stages."""
+  from distill import checkpointing
+
   for name in config.pipeline.stages:
     if name not in config.stages:
       raise UserError(f"pipeline stage {name!r} has no stages.{name} section")
@@ -136,6 +148,8 @@ def run_pipeline(config, workdir: str, log=print) -> dict:
       raise UserError(f"stages.{name}.export must be 'last' or 'best', got {export!r}")
     if export == "best" and not config.stages[name].config.eval.fid_every:
       raise UserError(f"stages.{name}.export='best' needs in-training evaluation: set its eval.fid_every")
+  resolve_seeds(config)
+  checkpointing.prepare_workdir(workdir, config.to_dict(), overwrite)
   records = _records(workdir)
   bundles = {n: r["bundle"] for n, r in records.items() if "bundle" in r}
   external = _external_teacher(config)

@@ -7,7 +7,7 @@ import os
 import time
 
 from configs import toy2d_reflow, toy2d_teacher
-from distill import checkpointing, cli, pipeline, run
+from distill import cli, pipeline, run
 
 STEP_COUNTS = (1, 2, 4, 8, 100)
 NUM_EVAL = 4000
@@ -64,7 +64,6 @@ def main(workdir: str, data_source: str) -> None:
   print(f"\n[4/4] distilling the teacher into a one-step student by reflow in {reflow_dir}")
   reflow = reflow_config(workdir, data_source)
   start = time.time()
-  checkpointing.prepare_workdir(reflow_dir, reflow.to_dict(), overwrite=False)
   records = pipeline.run_pipeline(reflow, reflow_dir)
   distill_seconds = time.time() - start
   comparison = [("teacher", teacher, 1), ("teacher", teacher, 100),

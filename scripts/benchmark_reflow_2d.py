@@ -40,7 +40,7 @@ def main():
   args = parse()
   import samplers
   from configs import toy2d_reflow
-  from distill import benchmarking, checkpointing, cli, pipeline
+  from distill import benchmarking, cli, pipeline
   from distill.quickstart import sampling_rate
 
   results = {}
@@ -50,7 +50,6 @@ def main():
     config = toy2d_reflow.get_config()
     config.data.source = source
     start = time.time()
-    checkpointing.prepare_workdir(workdir, config.to_dict(), overwrite=False)
     records = pipeline.run_pipeline(config, workdir)
     models = {name: samplers.load(records[name]["bundle"]) for name in ("teacher", "reflow", "distill")}
     rows = [dict(model="teacher", **r) for r in cli.evaluate_sampler(models["teacher"], source, args.num,

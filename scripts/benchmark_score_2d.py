@@ -92,7 +92,7 @@ def main():
   import numpy as np
 
   import samplers
-  from distill import benchmarking, checkpointing, pipeline
+  from distill import benchmarking, pipeline
 
   seeds = [int(x) for x in args.seeds.split(",")]
   results = {}
@@ -103,7 +103,6 @@ def main():
       workdir = os.path.join(args.out, "score_2d", toy, method)
       config = method_config(method, toy, args.steps, teacher_dir if os.path.isdir(teacher_dir) else "",
                              args.divergence_start)
-      checkpointing.prepare_workdir(workdir, config.to_dict(), overwrite=False)
       records[method] = pipeline.run_pipeline(config, workdir)
       student = samplers.load(records[method]["distill"]["bundle"])
       rows.append(dict(model=method, steps=1, step_trained=student.meta["provenance"]["step"],

@@ -73,7 +73,6 @@ def test_a_pipeline_stage_may_export_its_best_checkpoint(tmp_path):
   from distill import pipeline
 
   workdir, config = str(tmp_path / "p"), _pipeline("best")
-  checkpointing.prepare_workdir(workdir, config.to_dict(), overwrite=False)
   records = pipeline.run_pipeline(config, workdir)
   best = json.load(open(os.path.join(workdir, "only", checkpointing.BEST_FILE)))
   provenance = samplers.load(records["only"]["bundle"]).meta["provenance"]

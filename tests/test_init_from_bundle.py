@@ -72,7 +72,7 @@ def test_a_bundle_of_another_architecture_or_no_bundle_is_one_clear_line(other_b
 def test_pipeline_stage_starts_from_an_earlier_stage(tmp_path):
   """A stage initialised from the previous stage, one step at learning rate 0 with EMA decay 0, exports exactly that
   stage's model."""
-  from distill import checkpointing, pipeline
+  from distill import pipeline
 
   first = tiny.get_config()
   first.train.num_steps = 3
@@ -84,6 +84,5 @@ def test_pipeline_stage_starts_from_an_earlier_stage(tmp_path):
                             "second": common.train_stage(second, data_stage="pairs", init_stage="first")},
                            "toy:moons")
   workdir = str(tmp_path / "p")
-  checkpointing.prepare_workdir(workdir, config.to_dict(), overwrite=False)
   records = pipeline.run_pipeline(config, workdir, log=lambda s: None)
   assert records["second"]["checksum"] == records["first"]["checksum"]

@@ -47,3 +47,25 @@ def test_training_a_stage_config_alone_with_the_inherit_seed_is_rejected():
   stage = toy2d_sid.get_config().stages.distill.config
   with pytest.raises(UserError, match="seed must be >= 0"):
     run.build_run(stage)
+
+
+
+def test_resolved_seeds_are_what_a_workdir_records(tmp_path):
+  """Workdirs record concrete stage seeds, as before stages could inherit one, so older pipeline workdirs resume."""
+  from distill import checkpointing
+
+  config = toy2d_sid.get_config()
+  config.seed = 4
+  config.stages.teacher.config.seed = 9
+  pipeline.resolve_seeds(config)
+  assert config.stages.distill.config.seed == 4 and config.stages.teacher.config.seed == 9
+
+  older = toy2d_sid.get_config()  # what a workdir written before INHERIT_SEED recorded: the pipeline seed everywhere
+  for name in ("teacher", "distill"):
+    older.stages[name].config.seed = older.seed
+  checkpointing.prepare_workdir(str(tmp_path), older.to_dict(), overwrite=False)
+  current = toy2d_sid.get_config()
+  with pytest.raises(UserError, match="seed"):
+    checkpointing.prepare_workdir(str(tmp_path), current.to_dict(), overwrite=False)
+  pipeline.resolve_seeds(current)
+  checkpointing.prepare_workdir(str(tmp_path), current.to_dict(), overwrite=False)

@@ -262,7 +262,7 @@ def test_slimflow_pipeline_with_a_smaller_student(tmp_path):
   """Teacher -> pairs -> annealing reflow of a smaller student from scratch -> flow-guided distillation, on 2-D
   data at a tiny budget: every stage runs, the student is smaller, and the final model samples in one step."""
   from configs import tiny_reflow
-  from distill import checkpointing, pipeline
+  from distill import pipeline
 
   base = tiny_reflow.get_config()
   anneal = base.stages.reflow.config
@@ -276,7 +276,6 @@ def test_slimflow_pipeline_with_a_smaller_student(tmp_path):
                             "guided": common.train_stage(guided, data_stage="pairs", teacher_stage="anneal")},
                            "toy:moons")
   workdir = str(tmp_path / "slim")
-  checkpointing.prepare_workdir(workdir, config.to_dict(), overwrite=False)
   records = pipeline.run_pipeline(config, workdir, log=lambda s: None)
   teacher, student = (samplers.load(records[name]["bundle"]) for name in ("teacher", "guided"))
   assert student.network.num_params() < teacher.network.num_params()
