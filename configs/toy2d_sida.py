@@ -9,7 +9,8 @@ Settings chosen on moons (4000 steps, best checkpoint; scripts/benchmark_score_2
 (alpha 1.0 without the GAN oscillated more in training), the GAN weight is 0.1 over the normaliser (the only weight
 tried; 0.01 is SiDA's image setting) and generator noise levels are log-normal(-1.2, 1.2) (with plain SiD, SiD's
 Karras range scored worse).
-Unlike SiD, the student sees real data through the discriminator, so it can end closer to the data than its teacher.
+Unlike SiD, the student sees real data through the discriminator, so it is not bound to its teacher's errors; on
+moons its best checkpoint matched the 100-step teacher's energy distance at one step (1.02x at n = 262144, 6 seeds).
 """
 
 from configs import toy2d_score
