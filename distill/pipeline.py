@@ -77,13 +77,9 @@ def _external_teacher(config) -> str | None:
 
 def stage_training_config(config, stage, workdir: str, bundles: dict):
   """The complete training config of train stage `stage`: its own config with the pipeline's mesh, data source
-  (or its data stage's pairs), evaluation reference and the bundles of its teacher / init stages. Its seed is its
-  own when set (>= 0) and the pipeline's seed when left at INHERIT_SEED."""
+  (or its data stage's pairs), evaluation reference and the bundles of its teacher / init stages. Seeds are set by
+  resolve_seeds first."""
   stage_config = stage.config
-  if stage_config.seed == INHERIT_SEED:
-    stage_config.seed = config.seed
-  elif stage_config.seed < 0:
-    raise UserError(f"a stage's seed must be >= 0, or {INHERIT_SEED} for the pipeline's seed; got {stage_config.seed}")
   stage_config.mesh = config.mesh
   stage_config.data.source = (f"pairs:{os.path.join(workdir, stage.data_stage)}" if stage.get("data_stage")
                               else config.data.source)
@@ -126,11 +122,16 @@ def _pairs_stage(name: str, stage, workdir: str, bundles: dict) -> dict:
 
 def resolve_seeds(config) -> None:
   """Give every train stage left at INHERIT_SEED the pipeline's seed (in place), so that the config a workdir
-  records names each stage's actual seed."""
+  records names each stage's actual seed; any other negative stage seed is an error."""
   for name in config.pipeline.stages:
     stage = config.stages.get(name)
-    if stage is not None and stage.kind == "train" and stage.config.seed == INHERIT_SEED:
+    if stage is None or stage.kind != "train":
+      continue
+    if stage.config.seed == INHERIT_SEED:
       stage.config.seed = config.seed
+    elif stage.config.seed < 0:
+      raise UserError(f"stages.{name}.config.seed must be >= 0, or {INHERIT_SEED} for the pipeline's seed; "
+                      f"got {stage.config.seed}")
 
 
 def run_pipeline(config, workdir: str, log=print, overwrite: bool = False) -> dict:

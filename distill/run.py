@@ -43,8 +43,8 @@ def sampler_config(config) -> dict:
 
 def build_run(config) -> Run:
   if config.seed < 0:
-    raise UserError(f"seed must be >= 0, got {config.seed} (-1 in a pipeline stage means the pipeline's seed; "
-                    "train the pipeline config, not the stage config alone)")
+    raise UserError(f"seed must be >= 0, got {config.seed} (-1 in a pipeline stage means the pipeline's "
+                    "seed; train the pipeline config, not the stage config alone)")
   mesh = sharding_lib.make_mesh(config.mesh)
   source = data_lib.make_source(config.data.source, config.seed, flip=config.data.flip)
   teacher = load_teacher(config.teacher)

@@ -107,9 +107,8 @@ def main():
       student = samplers.load(records[method]["distill"]["bundle"])
       rows.append(dict(model=method, steps=1, step_trained=student.meta["provenance"]["step"],
                        **mean_over_seeds(student, config.data.source, args.num, 1, seeds)))
-      stage = config.stages.distill.config
-      stage.teacher.bundle, stage.teacher.workdir = records[method]["teacher"]["bundle"], ""
-      stage.data.source = config.data.source
+      stage = pipeline.stage_training_config(config, config.stages.distill, workdir,
+                                             {"teacher": records[method]["teacher"]["bundle"]})
       costs[method] = seconds_per_step(stage, args.timing_steps)
     teacher = samplers.load(records[method]["teacher"]["bundle"])
     teacher_rows = [dict(model="teacher", steps=k, **mean_over_seeds(teacher, f"toy:{toy}", args.num, k, seeds))

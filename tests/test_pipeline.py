@@ -8,6 +8,7 @@ from distill.errors import UserError
 
 
 def _resolved(config, name):
+  pipeline.resolve_seeds(config)
   return pipeline.stage_training_config(config, config.stages[name], "/w", {"teacher": "/w/teacher/export"})
 
 
