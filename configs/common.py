@@ -1,5 +1,7 @@
 """Defaults shared by every config. Each experiment config starts from `base()` and overrides what it needs."""
 
+import math
+
 import ml_collections
 
 from distill.pipeline import INHERIT_SEED
@@ -70,6 +72,13 @@ def flow_guided_objective(**overrides) -> ml_collections.ConfigDict:
                                         lpips_resize=0, init="teacher") | overrides)
 
 
+def sida_gan_weight(data_shape) -> float:
+  """SiDA's weight of the per-sample GAN term relative to the SiD term, both over the normaliser: its generator loss
+  is lsg * sum_pixels(SiD) / n + lsg_gan * C*H*W * BCE / n with lsg = 100, lsg_gan = 0.01 (spec divergence_family.md
+  section 6 and pitfall 4), i.e. 1e-4 * C*H*W (0.31 on CIFAR-10, 0.078 on MNIST)."""
+  return 1e-4 * math.prod(data_shape)
+
+
 # Method presets of distill/objectives/score_distillation.py (spec shared/specs/divergence_family.md, sections 2-8):
 # the settings that make each method what it is; configs add budgets, optimizers and scales.
 SCORE_DISTILLATION_PRESETS = {
@@ -77,8 +86,9 @@ SCORE_DISTILLATION_PRESETS = {
     "uni_instruct": dict(estimator="f_divergence", discriminator=True, gan_over_normaliser=True),
     # SiD: Fisher divergence through score identities, alpha = 1.2, data-free.
     "sid": dict(estimator="sid", alpha=1.2),
-    # SiDA: SiD(alpha = 1) plus the adversarial term of a discriminator.
-    "sida": dict(estimator="sid", alpha=1.0, discriminator=True, gan_weight=0.01, gan_over_normaliser=True),
+    # SiDA: SiD(alpha = 1) plus the adversarial term of a discriminator, weighted as on CIFAR-10 (sida_gan_weight).
+    "sida": dict(estimator="sid", alpha=1.0, discriminator=True, gan_weight=sida_gan_weight((3, 32, 32)),
+                 gan_over_normaliser=True),
     # SIM: score implicit matching with the pseudo-Huber distance (self-normalising, no mean-abs normaliser).
     "sim": dict(estimator="sim", sim_distance="pseudo_huber", sim_c=0.01, normaliser="none"),
     # Diff-Instruct: integral KL, detached direction, log-normal sigma, no normaliser, sigma_init 1.

@@ -7,8 +7,8 @@ discriminator trained on real data versus generator samples (SiDA, spec divergen
 
 Settings chosen on moons (4000 steps, best checkpoint; scripts/benchmark_score_2d.py): alpha stays at SiD's 1.2
 (alpha 1.0 without the GAN oscillated more in training), the GAN weight is 0.1 over the normaliser (the only weight
-tried; 0.01 is SiDA's image setting) and generator noise levels are log-normal(-1.2, 1.2) (with plain SiD, SiD's
-Karras range scored worse).
+tried; SiDA's own rule, 1e-4 x the pixel count in common.sida_gan_weight, would give 2e-4 here) and generator noise
+levels are log-normal(-1.2, 1.2) (with plain SiD, SiD's Karras range scored worse).
 Unlike SiD, the student sees real data through the discriminator, so it is not bound to its teacher's errors; on
 moons its best checkpoint scored 1.02x and 1.21x the 100-step teacher's energy distance (two training seeds, n = 262144,
 6 evaluation seeds) against 1.4-1.6x for data-free SiD.

@@ -369,8 +369,8 @@ def test_contract_command_distils_and_exports(tiny_teacher_bundle, tmp_path, div
 def test_every_score_distillation_config_names_only_known_options():
   import importlib
 
-  names = ["toy2d_sid", "toy2d_sida", "toy2d_uni_instruct", "toy2d_dmd2", "mnist_sid", "mnist_uni_instruct",
-           "cifar10_sid", "cifar10_uni_instruct"]
+  names = ["toy2d_sid", "toy2d_sida", "toy2d_uni_instruct", "toy2d_dmd2", "mnist_sid", "mnist_sida",
+           "mnist_uni_instruct", "cifar10_sid", "cifar10_uni_instruct"]
   teacher, _ = _setup(1)
   for name in names:
     config = importlib.import_module(f"configs.{name}").get_config()
