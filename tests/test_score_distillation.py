@@ -246,6 +246,35 @@ def test_weight_normalisation_rescales_each_batch_by_a_positive_constant():
   np.testing.assert_allclose(float(a["std"][0] / b["std"][0]), scale, rtol=1e-4)
 
 
+def test_discriminator_loss_is_minimised_by_the_exact_log_ratio():
+  """The discriminator's BCE (data as 1, generator samples as 0, both noised with one sigma and eps) is minimised by
+  the logit log q_sigma / p_sigma, data over generator. The exact-ratio 'discriminator' LogRatio(teacher) takes a
+  candidate generator (mean, std) as its parameters: the Monte-Carlo gradient of the discriminator loss vanishes at
+  the true generator, and a displaced candidate is pulled back towards it (swapped labels would push it away)."""
+  teacher, theta = _setup(2)
+  objective = _objective(teacher, disc_sigma="lognormal:-1.2,1.2")
+  num, chunks = 100_000, 8
+
+  @jax.jit
+  def grad(disc, key):
+    k_data, k_loss = jax.random.split(key)
+    real = teacher["mean"] + teacher["std"] * jax.random.normal(k_data, (num, 2))
+    g = jax.grad(lambda d: objective.loss("disc", {"generator": theta, "fake": theta, "disc": d}, {}, teacher,
+                                          {"x": real}, k_loss, 0)[0])(disc)
+    return jnp.concatenate([g["mean"], g["std"]])
+
+  def mean_and_se(disc):
+    draws = np.stack([np.asarray(grad(disc, jax.random.key(i))) for i in range(chunks)]).astype(np.float64)
+    return draws.mean(0), draws.std(0, ddof=1) / math.sqrt(chunks)
+
+  mean, se = mean_and_se(theta)
+  assert np.all(np.abs(mean) < 4 * se), (mean, se)
+  # Displace the x mean up and the y std down: descent must lower the one and raise the other.
+  displaced = {"mean": theta["mean"] + jnp.array([0.3, 0.0]), "std": theta["std"] * jnp.array([1.0, 0.7])}
+  mean, se = mean_and_se(displaced)
+  assert mean[0] > 10 * se[0] and mean[3] < -10 * se[3], (mean, se)
+
+
 def test_critic_losses_do_not_move_the_generator_and_the_direction_is_detached():
   teacher, theta = _setup(2)
   objective = _objective(teacher, estimator="vsd", divergence="fkl")
