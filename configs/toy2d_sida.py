@@ -15,7 +15,8 @@ is still visible; SiDA's own choice, the divergence term's x_sigma with the crit
 Unlike SiD, the student sees real data through the discriminator, so it is not bound to its teacher's errors; on
 moons (n = 262144, evaluation seeds 0-5; 100-step teacher 0.000254) the two training seeds scored 0.84x and 1.12x
 the teacher's energy distance by their exported (best-by-energy) checkpoints and 0.89x and 0.95x by their last ones,
-against 1.4-1.6x for data-free SiD. Selecting the best checkpoint at fid_num = 65536 is noisy at this level.
+against 1.87x for data-free SiD and 1.9-3.5x for the Uni-Instruct divergences (scripts/benchmark_score_2d.py, same
+evaluation seeds, training seed 0). Selecting the best checkpoint at fid_num = 65536 is noisy at this level.
 """
 
 from configs import toy2d_score
