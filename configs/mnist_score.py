@@ -15,5 +15,6 @@ def student(method: str, num_steps: int, learning_rate: float, **objective) -> m
   return c
 
 
-def pipeline(distill_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  return common.score_distillation_pipeline(mnist_teacher.get_config(), distill_config, "tfds:mnist")
+def pipeline(distill_config: ml_collections.ConfigDict,
+             init: tuple[str, ml_collections.ConfigDict] | None = None) -> ml_collections.ConfigDict:
+  return common.score_distillation_pipeline(mnist_teacher.get_config(), distill_config, "tfds:mnist", init=init)

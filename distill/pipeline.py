@@ -4,7 +4,8 @@ A pipeline config (configs/toy2d_reflow.py) has `pipeline.stages` (stage names i
   kind 'train': `config` is a complete training config; `data_stage` names a pairs stage whose store becomes its
                 data source (otherwise the pipeline's data.source is used); `teacher_stage` names an earlier
                 train stage whose exported EMA model becomes its teacher; `init_stage` names an earlier train
-                stage whose exported EMA model initialises its student (objective.init); `export` 'last' (the
+                stage whose exported EMA model initialises its student (objective.init; a score-distillation
+                objective's generator, objective.generator_init); `export` 'last' (the
                 final step) or 'best' (the checkpoint with the best in-training FID / energy, eval.fid_every > 0)
                 chooses the checkpoint exported as the stage's model.
   kind 'pairs': `source_stage` names the train stage whose exported EMA model makes the pairs; `num`, `seed`,
@@ -87,7 +88,8 @@ def stage_training_config(config, stage, workdir: str, bundles: dict):
   if stage.get("teacher_stage"):
     stage_config.teacher.bundle, stage_config.teacher.workdir = bundles[stage.teacher_stage], ""
   if stage.get("init_stage"):
-    stage_config.objective.init = bundles[stage.init_stage]
+    key = "generator_init" if "generator_init" in stage_config.objective else "init"
+    stage_config.objective[key] = bundles[stage.init_stage]
   return stage_config
 
 

@@ -1,6 +1,8 @@
 """Students and generators initialised from an exported bundle (objective.init / objective.generator_init = a path),
 and a pipeline stage initialised from an earlier stage (stages.<s>.init_stage)."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -86,3 +88,21 @@ def test_pipeline_stage_starts_from_an_earlier_stage(tmp_path):
   workdir = str(tmp_path / "p")
   records = pipeline.run_pipeline(config, workdir, log=lambda s: None)
   assert records["second"]["checksum"] == records["first"]["checksum"]
+
+
+def test_score_distillation_pipeline_starts_the_generator_from_the_init_stage(tmp_path):
+  """teacher -> sid -> distill (init=('sid', ...)): the distill stage's generator, one step at learning rate 0 with EMA
+  decay 0, exports exactly the SiD stage's generator, which training moved away from the teacher."""
+  from distill import pipeline
+
+  teacher = tiny.get_config()
+  teacher.train.num_steps = 3
+  sid = common.score_distillation_stage(tiny.get_config(), "sid", 2, 1e-2)
+  second = common.score_distillation_stage(tiny.get_config(), "uni_instruct", 1, 0.0)
+  second.ema.decay = 0.0
+  config = common.score_distillation_pipeline(teacher, second, "toy:moons", init=("sid", sid))
+  assert list(config.pipeline.stages) == ["teacher", "sid", "distill"]
+  records = pipeline.run_pipeline(config, str(tmp_path / "p"), log=lambda s: None)
+  assert records["distill"]["checksum"] == records["sid"]["checksum"] != records["teacher"]["checksum"]
+  with open(tmp_path / "p" / "distill" / "config.json") as f:
+    assert json.load(f)["objective"]["generator_init"] == records["sid"]["bundle"]

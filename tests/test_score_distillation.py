@@ -403,9 +403,12 @@ def test_every_score_distillation_config_names_only_known_options():
   teacher, _ = _setup(1)
   for name in names:
     config = importlib.import_module(f"configs.{name}").get_config()
-    section = config.stages.distill.config.objective if "stages" in config else config.objective
-    o = {k: v for k, v in section.items() if k not in SCORE_DISTILLATION_BUILDER_KEYS}
-    _objective(teacher, **o)  # raises on an unknown key or value
+    stages = [config.stages[s].config for s in config.pipeline.stages] if "stages" in config else [config]
+    sections = [c.objective for c in stages if c.objective.name == "score_distillation"]
+    assert sections, name
+    for section in sections:
+      o = {k: v for k, v in section.items() if k not in SCORE_DISTILLATION_BUILDER_KEYS}
+      _objective(teacher, **o)  # raises on an unknown key or value
   for method in common.SCORE_DISTILLATION_PRESETS:
     assert common.score_distillation_objective(method).name == "score_distillation"
 
