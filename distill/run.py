@@ -165,14 +165,19 @@ def _training_evaluator(config):
 
 
 def _evaluate_and_keep_best(run: Run, state: TrainState, step: int, evaluator, best, writer) -> None:
-  """Evaluate the EMA parameters (same noise every time), log eval/*, checkpoint a new best of evaluator.metric."""
+  """Evaluate the EMA parameters (same noise every time), log eval/*, checkpoint a new best of evaluator.metric once
+  the objective's warm-up is over (before it, the model is not yet the method's)."""
   metrics = evaluator(run.generator, state.ema[run.objective.sample_group], jax.random.key(run.config.seed + 2))
   scalars = {k: metrics[k] for k in ("fid", "precision", "recall", "kid", "energy", "sw2") if k in metrics}
   writer.write_scalars(step, {f"eval/{k}": v for k, v in scalars.items()})
-  improved = best.offer(step, metrics[evaluator.metric], state, run.config.to_dict())
+  warmup = getattr(run.objective, "warmup_steps", 0)
+  improved = step >= warmup and best.offer(step, metrics[evaluator.metric], state, run.config.to_dict())
+  if step < warmup:
+    status = f" (warm-up until step {warmup}: not a best candidate)"
+  else:
+    status = " (new best, saved)" if improved else f" (best {best.value:.4g} at step {best.step})"
   shown = " | ".join(f"{k} {v:.4g}" for k, v in scalars.items())
-  print(f"{evaluator.metric} step {step}: {shown}"
-        f"{' (new best, saved)' if improved else f' (best {best.value:.4g} at step {best.step})'}", flush=True)
+  print(f"{evaluator.metric} step {step}: {shown}{status}", flush=True)
 
 
 def _average(metrics: list[dict]) -> dict:

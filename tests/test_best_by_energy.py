@@ -90,3 +90,21 @@ def test_bad_stage_export_is_refused_before_anything_runs(tmp_path, export, fid_
   with pytest.raises(UserError, match=message):
     pipeline.run_pipeline(_pipeline(export, fid_every), str(tmp_path / "p"))
   assert not os.path.exists(tmp_path / "p" / "only")
+
+
+def test_no_best_is_kept_during_a_score_distillation_warm_up(tiny_teacher_bundle, tmp_path):
+  """The generator is held (objective.generator_start) until step 8, then trained at a learning rate that makes it
+  worse: the evaluation at step 5 is the lowest energy logged, yet the best is the lowest from step 10 on."""
+  from configs import common
+
+  workdir = str(tmp_path / "w")
+  config = common.score_distillation_stage(tiny.get_config(), "sid", 20, 0.05, generator_start=8)
+  config.teacher.bundle = tiny_teacher_bundle
+  config.mesh.data = 1
+  config.eval.update(fid_every=5, fid_features="energy", fid_num=128)
+  run.train(config, workdir)
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  energies = {r["step"]: r["eval/energy"] for r in rows if "eval/energy" in r}
+  assert sorted(energies) == [5, 10, 15, 20] and energies[5] < min(energies[s] for s in (10, 15, 20)), energies
+  best = json.load(open(os.path.join(workdir, checkpointing.BEST_FILE)))
+  assert best["step"] == min((10, 15, 20), key=energies.get)

@@ -11,6 +11,8 @@ An objective is a small frozen object that declares the networks it trains (`gro
   checkpointed and sharded with the rest), e.g. target networks or curriculum counters. Anything that changes over
   training must be a traced array, never a Python number, so nothing recompiles.
 - `sample_group`: the group whose EMA parameters are sampled, evaluated and exported.
+- `warmup_steps` (optional, default 0): steps before the sampled model follows the objective proper (a generator held
+  or trained by a warm-up loss); in-training evaluation keeps no best checkpoint before it.
 """
 
 from __future__ import annotations

@@ -155,6 +155,11 @@ class ScoreDistillation(StatelessObjective):
   guidance: float = 1.0
   sample_group: str = "generator"
 
+  @property
+  def warmup_steps(self) -> int:
+    """The generator is held until generator_start and follows SiD (alpha = 1, no GAN term) until divergence_start."""
+    return max(self.generator_start, self.divergence_start)
+
   def __post_init__(self):
     if self.estimator not in ESTIMATORS:
       raise ValueError(f"unknown objective.estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
