@@ -131,6 +131,8 @@ def one_step_summary(rows: list[dict], loaded: dict, students, rate_num: int) ->
     lines.append(f"| {name} | {r['fid']:.2f} | {s['fid_over_teacher_best']:.2f}x | {rates[name]:.0f} | "
                  f"{s['speedup_vs_teacher_best']:.1f}x | {s['speedup_vs_teacher_default']:.1f}x | "
                  f"{s['params_over_teacher']:.2f} |")
-  lines += ["", f"Teacher samples/s: {rates['teacher_best']:.1f} at {best['steps']} steps, "
-            f"{rates['teacher_default']:.1f} at {default_steps} steps."]
+  teacher_rates = f"{rates['teacher_best']:.1f} at {best['steps']} steps"
+  if default_steps != best["steps"]:
+    teacher_rates += f", {rates['teacher_default']:.1f} at {default_steps} steps"
+  lines += ["", f"Teacher samples/s: {teacher_rates}."]
   return summary, lines
