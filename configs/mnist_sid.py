@@ -5,6 +5,10 @@ configs/mnist_teacher.py at 50 steps: 104.43, data floor 34.95): the best in-tra
 
   distill train --config configs/mnist_sid.py --workdir runs/mnist_sid \
       --config.data.source=npz:../shared/data/mnist10k.npz [--config.teacher.workdir=runs/mnist]
+
+The measured run also kept its best checkpoint by in-training FID (distill train-classifier first):
+  --config.stages.distill.export=best --config.stages.distill.config.eval.fid_every=100 \
+  --config.stages.distill.config.eval.fid_features=classifier:runs/mnist_classifier
 """
 
 from configs import mnist_score
