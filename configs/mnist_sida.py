@@ -15,6 +15,9 @@ floor 32.47):
   0.78: 119.48, 0.31: 110.39 (its in-training FID rose from 123 to 142 after step 700), 0.078 over 2000 steps: 118.54;
   the earlier constant-learning-rate, EMA 0.99, 0.078, 2000-step config: 121.60. With decaying critics the
   in-training FID rose after its minimum while precision rose and recall fell; constant critics damp that.
+- Compared in a later session (constant critics, best checkpoint by a 2000-sample in-training FID): this config over
+  2000 steps (cosine to step 2000; best at the last step): 115.13; GAN weight 2.0: 137.10 and 5.0: 149.76 (both
+  stopped at step 900 for time, best at steps 600 and 700; higher GAN weights oscillate more and lose recall).
 
   distill train --config configs/mnist_sida.py --workdir runs/mnist_sida \\
       --config.data.source=npz:../shared/data/mnist10k.npz [--config.teacher.workdir=runs/mnist]
