@@ -43,8 +43,21 @@ def add_classifier_fid_flags(parser, teacher_steps: str) -> None:
   parser.add_argument("--data", default="npz:../shared/data/mnist10k.npz")
   parser.add_argument("--classifier", default="runs/mnist_classifier")
   parser.add_argument("--num", type=int, default=2000, help="samples per row and images per data half")
-  parser.add_argument("--teacher_steps", default=teacher_steps, help="Euler step counts of the teacher rows")
+  parser.add_argument("--teacher_steps", default=teacher_steps,
+                      help="teacher rows: step counts with the bundle's solver (Euler), or solver:steps for another "
+                      "solver, e.g. 16,50,100,heun:50,rk45:100 (rk45 is adaptive: steps only set its last noise level)")
   parser.add_argument("--rate_num", type=int, default=256, help="batch size of the throughput measurements")
+
+
+def parse_teacher_rows(spec: str) -> list[tuple[str | None, int]]:
+  """`--teacher_steps` -> [(solver or None for the bundle's own, steps)]: "16,heun:50" -> [(None, 16), ("heun", 50)]."""
+  rows = []
+  for item in spec.split(","):
+    solver, _, steps = item.strip().rpartition(":")
+    if not steps.isdigit() or int(steps) < 1:
+      raise SystemExit(f"--teacher_steps: {item!r} is not STEPS or SOLVER:STEPS with STEPS a positive integer")
+    rows.append((solver or None, int(steps)))
+  return rows
 
 
 class ClassifierFIDBench:
@@ -71,11 +84,14 @@ class ClassifierFIDBench:
                              self.reference)
     self.cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
 
-  def row(self, name: str, sampler, steps: int, plot_dir: str) -> dict:
-    """{model, params, steps, nfe, seconds, fid, precision, recall, kid[, class_accuracy]} of `sampler` at `steps`."""
+  def row(self, name: str, sampler, steps: int, plot_dir: str, solver: str | None = None) -> dict:
+    """{model, params, steps, solver, nfe, seconds, fid, precision, recall, kid[, class_accuracy]} of `sampler` at
+    `steps`, with its own solver or `solver` instead (then keyed and plotted apart)."""
     from distill import cli
 
     key = f"{name}|{steps}|{self.num}|{sampler.meta['checksum']}"
+    if solver:
+      sampler, key, plot_dir = sampler.with_sampler(solver=solver), f"{key}|{solver}", f"{plot_dir}_{solver}"
     if key not in self.cache:
       row = cli.evaluate_sampler(sampler, self.data, self.num, [steps], extractor=self.extractor,
                                  reference=self.reference, plot_dir=plot_dir)[0]
@@ -83,8 +99,8 @@ class ClassifierFIDBench:
       with open(self.cache_path + ".tmp", "w") as f:
         json.dump(self.cache, f, indent=1)
       os.replace(self.cache_path + ".tmp", self.cache_path)
-      print(f"{name} {steps} steps: FID {row['fid']:.2f}", flush=True)
-    return self.cache[key]
+      print(f"{name} {steps} steps ({row['solver']}): FID {row['fid']:.2f}", flush=True)
+    return {"solver": sampler.meta["sampler"]["solver"], **self.cache[key]}  # rows cached before `solver` existed
 
   def floor_line(self, classifier: str) -> str:
     f = self.floor
@@ -94,11 +110,12 @@ class ClassifierFIDBench:
 
 def fid_table(rows: list[dict]) -> list[str]:
   """Markdown table of ClassifierFIDBench rows."""
-  lines = ["| model | params | steps | NFE | FID | precision | recall | KID | class acc. |",
-           "|---|---|---|---|---|---|---|---|---|"]
+  lines = ["| model | params | solver | steps | NFE | FID | precision | recall | KID | class acc. |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     acc = f"{r['class_accuracy']:.3f}" if "class_accuracy" in r else "-"
-    lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['steps']} | {r['nfe']} | {r['fid']:.2f} | "
+    lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['solver']} | {r['steps']} | {r['nfe']} | "
+                 f"{r['fid']:.2f} | "
                  f"{r['precision']:.3f} | {r['recall']:.3f} | {r['kid']:.4f} | {acc} |")
   return lines
 
@@ -111,14 +128,15 @@ def one_step_summary(rows: list[dict], loaded: dict, students, rate_num: int) ->
 
   best = min((r for r in rows if r["model"] == "teacher"), key=lambda r: r["fid"])
   teacher = loaded["teacher"]
-  default_steps = int(teacher.meta["sampler"]["steps"])
-  rates = {"teacher_best": sampling_rate(teacher, best["steps"], rate_num)}
-  rates["teacher_default"] = (rates["teacher_best"] if default_steps == best["steps"]
-                              else sampling_rate(teacher, default_steps, rate_num))
+  default_steps, default_solver = int(teacher.meta["sampler"]["steps"]), teacher.meta["sampler"]["solver"]
+  is_default = (best["steps"], best["solver"]) == (default_steps, default_solver)
+  rates = {"teacher_best": sampling_rate(teacher.with_sampler(solver=best["solver"]), best["steps"], rate_num)}
+  rates["teacher_default"] = rates["teacher_best"] if is_default else sampling_rate(teacher, default_steps, rate_num)
   rates |= {name: sampling_rate(loaded[name], 1, rate_num) for name in students}
-  summary = {"teacher_best": {"steps": best["steps"], "nfe": best["nfe"], "fid": best["fid"]},
+  summary = {"teacher_best": {"solver": best["solver"], "steps": best["steps"], "nfe": best["nfe"], "fid": best["fid"]},
              "teacher_default_steps": default_steps, "samples_per_s": rates, "students": {}}
-  lines = [f"Teacher best: {best['steps']} steps, FID {best['fid']:.2f}; default {default_steps} steps.", "",
+  lines = [f"Teacher best: {best['solver']}, {best['steps']} steps ({best['nfe']} NFE), FID {best['fid']:.2f}; default "
+           f"{default_solver}, {default_steps} steps.", "",
            "| one-step model | FID | FID / teacher best | samples/s | speed-up vs teacher best NFE | vs default NFE | "
            "params / teacher |", "|---|---|---|---|---|---|---|"]
   for name in students:
@@ -131,8 +149,8 @@ def one_step_summary(rows: list[dict], loaded: dict, students, rate_num: int) ->
     lines.append(f"| {name} | {r['fid']:.2f} | {s['fid_over_teacher_best']:.2f}x | {rates[name]:.0f} | "
                  f"{s['speedup_vs_teacher_best']:.1f}x | {s['speedup_vs_teacher_default']:.1f}x | "
                  f"{s['params_over_teacher']:.2f} |")
-  teacher_rates = f"{rates['teacher_best']:.1f} at {best['steps']} steps"
-  if default_steps != best["steps"]:
-    teacher_rates += f", {rates['teacher_default']:.1f} at {default_steps} steps"
+  teacher_rates = f"{rates['teacher_best']:.1f} at its best ({best['nfe']} NFE)"
+  if not is_default:
+    teacher_rates += f", {rates['teacher_default']:.1f} at its default ({default_steps} steps)"
   lines += ["", f"Teacher samples/s: {teacher_rates}."]
   return summary, lines

@@ -111,11 +111,36 @@ class ExportedSampler:
 
   def sample(self, key, num: int, steps: int | None = None, labels=None, first_index: int = 0) -> np.ndarray:
     """Samples first_index .. first_index + num - 1 (sample i from fold_in(key, i))."""
-    x = self._generator.generate(self.params, key, int(num), steps or self.default_steps, labels, first_index)
+    return self.sample_with_nfe(key, num, steps, labels, first_index)[0]
+
+  def sample_with_nfe(self, key, num: int, steps: int | None = None, labels=None,
+                      first_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(samples as `sample` returns them, the network evaluations each one used: int32 (num,)); the counts differ
+    between samples only for the adaptive rk45 solver."""
+    x, _, nfe = self._generator.generate_with_noise(self.params, key, int(num), steps or self.default_steps, labels,
+                                                    first_index)
     if self.kind == "images":
       from distill.evaluation import to_uint8
-      return to_uint8(x)
-    return x.astype(np.float32)
+      return to_uint8(x), nfe
+    return x.astype(np.float32), nfe
+
+  def with_sampler(self, **overrides) -> "ExportedSampler":
+    """The same network and parameters with sampler settings replaced, e.g. `with_sampler(solver="heun")` or
+    `with_sampler(solver="rk45", rtol=1e-4, atol=1e-4)`; the bundle on disk is unchanged."""
+    from distill.errors import UserError
+    from samplers.ode import SOLVERS
+
+    unknown = set(overrides) - {"solver", "grid", "steps", "guidance", "rtol", "atol", "sigma_min", "sigma_max",
+                                "rho", "t_eps", "sigmas"}
+    if unknown:
+      raise UserError(f"unknown sampler setting(s) {sorted(unknown)}")
+    solver, valid_solvers = overrides.get("solver", self.meta["sampler"]["solver"]), [*SOLVERS, "student"]
+    if solver not in valid_solvers:
+      raise UserError(f"unknown solver {solver!r}; valid: {', '.join(valid_solvers)}")
+    meta = {**self.meta, "sampler": {**self.meta["sampler"], **overrides}}
+    if "steps" in overrides:
+      meta["default_steps"] = int(overrides["steps"])
+    return ExportedSampler(self.path, meta, self.network, self.params)
 
 
 def load(path: str) -> ExportedSampler:

@@ -11,10 +11,10 @@ SlimFlow student about half the teacher's size (configs/mnist_slimflow.py), with
 The data are split at random into two disjoint halves A and B (`--num` images each): reference statistics come from
 A, the data-vs-data floor is B against A, and every model is scored with `--num` samples against A (FID, precision,
 recall, KID, class accuracy of the classifier on the balanced labels when the model is conditional). Rows: the
-teacher at `--teacher_steps` Euler steps (its best is the reference point; 20 steps made the pairs), the
-2-rectified flow at 1, 2, 4, 8, 16 steps (8 made its pairs), the one-step student distilled from the 2-RF, that
-student refined on the teacher's pairs (stage `refine`), the annealing-reflow student at 1, 2, 4 steps and the
-flow-guided student at 1 step.
+teacher at `--teacher_steps` (Euler step counts, or solver:steps; its best is the reference point; 20 Euler steps
+made the pairs), the 2-rectified flow at 1, 2, 4, 8, 16 steps (8 made its pairs), the one-step student distilled
+from the 2-RF, that student refined on the teacher's pairs (stage `refine`), the annealing-reflow student at 1, 2, 4
+steps and the flow-guided student at 1 step.
 Speed: samples/s of each one-step student against the teacher at its best NFE and at its default NFE. Sample grids
 go to <out>/reflow_mnist/<model>/. Writes <out>/reflow_mnist.json and .md; finished rows are cached in
 <out>/classifier_fid_rows.json (shared with scripts/benchmark_score_mnist.py), so an interrupted run continues, and
@@ -63,17 +63,19 @@ def main():
 
   bench = benchmarking.ClassifierFIDBench(args.data, args.classifier, args.num,
                                           os.path.join(args.out, "classifier_fid_rows.json"))
-  models = [("teacher", reflow, "teacher", [int(s) for s in args.teacher_steps.split(",")]),
-            ("2-RF", reflow, "reflow", [1, 2, 4, 8, 16]), ("one-step reflow student", reflow, "distill", [1]),
-            ("refined reflow student", reflow, "refine", [1]),
-            ("SlimFlow annealing reflow", slim, "anneal", [1, 2, 4]), ("SlimFlow student", slim, "guided", [1])]
+  own = lambda *steps: [(None, s) for s in steps]  # the bundle's own solver
+  models = [("teacher", reflow, "teacher", benchmarking.parse_teacher_rows(args.teacher_steps)),
+            ("2-RF", reflow, "reflow", own(1, 2, 4, 8, 16)), ("one-step reflow student", reflow, "distill", own(1)),
+            ("refined reflow student", reflow, "refine", own(1)),
+            ("SlimFlow annealing reflow", slim, "anneal", own(1, 2, 4)), ("SlimFlow student", slim, "guided", own(1))]
   rows, loaded = [], {}
   for name, records, stage, steps_list in models:
     if stage not in records:
       print(f"{name}: stage {stage!r} not finished yet; rerun this script when it is", flush=True)
       continue
     sampler = loaded[name] = samplers.load(records[stage]["bundle"])
-    rows += [bench.row(name, sampler, steps, os.path.join(work, name.replace(" ", "_"))) for steps in steps_list]
+    rows += [bench.row(name, sampler, steps, os.path.join(work, name.replace(" ", "_")), solver)
+             for solver, steps in steps_list]
 
   if len(loaded) < len(models):
     return  # the finished rows are cached; the report needs every model

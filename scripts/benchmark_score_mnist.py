@@ -10,9 +10,10 @@ NFE, with FID in a feature classifier's space.
       --runs sid=runs/mnist_sid,fkl=runs/mnist_ui_fkl
 
 Each `--runs` entry names a pipeline workdir whose `distill` stage is the one-step student; all must share one
-teacher, which is scored at `--teacher_steps` Euler steps (its best is the reference point). `--export final` scores
-the stage's exported last step (`distill/export`), `--export best` the checkpoint with the lowest in-training FID
-(`distill export --workdir W/distill --best --out W/distill/export_best`, for runs trained with eval.fid_every).
+teacher, which is scored at `--teacher_steps` (Euler step counts, or solver:steps such as heun:50 or rk45:100; its
+best is the reference point). `--export final` scores the stage's exported last step (`distill/export`), `--export
+best` the checkpoint with the lowest in-training FID (`distill export --workdir W/distill --best --out
+W/distill/export_best`, for runs trained with eval.fid_every).
 FID, precision, recall and KID against half A of the data, the data-vs-data floor (half B), sample grids in
 <out>/score_mnist/<model>/, and samples/s of each student against the teacher. The cost of a distillation step
 against a teacher step is measured by scripts/benchmark_throughput.py (one machine, one run). Rows are cached in
@@ -66,8 +67,8 @@ def main():
   bench = benchmarking.ClassifierFIDBench(args.data, args.classifier, args.num,
                                           os.path.join(args.out, "classifier_fid_rows.json"))
   loaded = {"teacher": samplers.load(next(iter(teacher_bundles.values())))}
-  rows = [bench.row("teacher", loaded["teacher"], int(s), os.path.join(work, "teacher"))
-          for s in args.teacher_steps.split(",")]
+  rows = [bench.row("teacher", loaded["teacher"], steps, os.path.join(work, "teacher"), solver)
+          for solver, steps in benchmarking.parse_teacher_rows(args.teacher_steps)]
   for name, bundle in finished.items():
     loaded[name] = samplers.load(bundle)
     rows.append(bench.row(name, loaded[name], 1, os.path.join(work, name)))

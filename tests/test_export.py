@@ -102,6 +102,49 @@ def test_samples_use_per_sample_keys(points_bundle):
   np.testing.assert_allclose(big[1000:], tail, rtol=1e-4, atol=1e-4)
 
 
+def test_with_sampler_swaps_the_solver_and_counts_network_evaluations(points_bundle, tmp_path):
+  bundle = points_bundle[1]
+  s = samplers.load(bundle)
+  assert s.meta["sampler"]["solver"] == "euler"
+  key, indices = jax.random.key(3), np.arange(64, dtype=np.int32)
+
+  # Heun through the bundle equals samplers.solve with Heun on the bundle's own grid and network.
+  heun = s.with_sampler(solver="heun")
+  grid = sigma_grid(heun.meta["sampler"], 4)
+  expected = samplers.solve(lambda x, sigma, c: s.network.denoise(s.params, x, sigma, c), key, indices, s.shape,
+                            grid, solver="heun")
+  x, nfe = heun.sample_with_nfe(key, 64, steps=4)
+  np.testing.assert_allclose(x, np.asarray(expected), rtol=0, atol=2e-4)  # sharded vs unsharded rounding
+  assert nfe.shape == (64,) and np.all(nfe == samplers.nfe("heun", grid)) and heun.nfe(4) == samplers.nfe("heun", grid)
+  assert np.max(np.abs(x - s.sample(key, 64, steps=4))) > 1e-2  # Euler at 4 steps is a different answer
+
+  # The adaptive rk45 at a tight tolerance reaches the ODE's solution: Heun's error shrinks towards it as the grid is
+  # refined (second order), and its per-sample counts are what evaluate_sampler reports as the mean NFE.
+  rk45 = s.with_sampler(solver="rk45", rtol=1e-6, atol=1e-6)
+  x_rk, nfe_rk = rk45.sample_with_nfe(key, 64, steps=4)
+  assert rk45.nfe(4) is None and nfe_rk.dtype == np.int32 and np.all(nfe_rk > 6)
+  # Both end with one Euler step from the grid's last positive level to sigma = 0, so they differ by Heun's error.
+  errors = [np.max(np.abs(heun.sample(key, 64, steps=n) - rk45.sample(key, 64, steps=n))) for n in (4, 16)]
+  assert errors[1] < errors[0] / 4
+  row = cli.evaluate_sampler(rk45, "toy:moons", 64, [4], seed=3)[0]
+  assert row["solver"] == "rk45" and row["nfe"] == round(float(np.mean(nfe_rk)), 1)
+
+  # The loaded bundle and its file are unchanged; bad settings are user errors.
+  assert s.meta["sampler"]["solver"] == "euler"
+  assert json.load(open(os.path.join(bundle, "sampler.json")))["sampler"]["solver"] == "euler"
+  with pytest.raises(UserError, match="unknown solver 'rk4'"):
+    s.with_sampler(solver="rk4")
+  with pytest.raises(UserError, match="unknown sampler setting"):
+    s.with_sampler(order=2)
+
+  # `distill eval --solver heun` scores the swapped sampler.
+  rows_json = str(tmp_path / "rows.json")
+  assert cli.main(["eval", "--sampler", bundle, "--solver", "heun", "--steps", "4", "--num", "64", "--json",
+                   rows_json]) == 0
+  (row,) = json.load(open(rows_json))
+  assert row["solver"] == "heun" and row["nfe"] == samplers.nfe("heun", grid)
+
+
 def _largest_file(folder):
   files = [p for p in glob.glob(os.path.join(folder, "**"), recursive=True) if os.path.isfile(p)]
   return max(files, key=os.path.getsize)
