@@ -253,5 +253,5 @@ def test_eval_reports_fid_against_nfe_and_step(trained, classifier_dir, tmp_path
   printed = capsys.readouterr().out
   rows = json.load(open(out_json))
   assert [r["nfe"] for r in rows] == [1, 2] and all(np.isfinite(r["fid"]) for r in rows)
-  assert "| steps | nfe | seconds | fid | precision | recall | kid | class_accuracy |" in printed
+  assert "| steps | solver | nfe | seconds | fid | precision | recall | kid | class_accuracy |" in printed
   assert {"fid_vs_nfe.png", "fid_vs_step.png"} <= set(os.listdir(plots))
