@@ -84,22 +84,25 @@ class ClassifierFIDBench:
                              self.reference)
     self.cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
 
-  def row(self, name: str, sampler, steps: int, plot_dir: str, solver: str | None = None) -> dict:
+  def row(self, name: str, sampler, steps: int, plot_dir: str, solver: str | None = None, seed: int = 0) -> dict:
     """{model, params, steps, solver, nfe, seconds, fid, precision, recall, kid[, class_accuracy]} of `sampler` at
-    `steps`, with its own solver or `solver` instead (then keyed and plotted apart)."""
+    `steps`, with its own solver or `solver` instead (then keyed and plotted apart), from the noise of sample seed
+    `seed` (rows of other seeds than 0 are keyed apart and not plotted)."""
     from distill import cli
 
     key = f"{name}|{steps}|{self.num}|{sampler.meta['checksum']}"
     if solver:
       sampler, key, plot_dir = sampler.with_sampler(solver=solver), f"{key}|{solver}", f"{plot_dir}_{solver}"
+    if seed:
+      key, plot_dir = f"{key}|seed{seed}", None
     if key not in self.cache:
-      row = cli.evaluate_sampler(sampler, self.data, self.num, [steps], extractor=self.extractor,
+      row = cli.evaluate_sampler(sampler, self.data, self.num, [steps], seed=seed, extractor=self.extractor,
                                  reference=self.reference, plot_dir=plot_dir)[0]
       self.cache[key] = dict(model=name, params=sampler.network.num_params(), **row)
       with open(self.cache_path + ".tmp", "w") as f:
         json.dump(self.cache, f, indent=1)
       os.replace(self.cache_path + ".tmp", self.cache_path)
-      print(f"{name} {steps} steps ({row['solver']}): FID {row['fid']:.2f}", flush=True)
+      print(f"{name} {steps} steps ({row['solver']}, sample seed {seed}): FID {row['fid']:.2f}", flush=True)
     return {"solver": sampler.meta["sampler"]["solver"], **self.cache[key]}  # rows cached before `solver` existed
 
   def floor_line(self, classifier: str) -> str:
