@@ -19,7 +19,9 @@ FID, precision, recall and KID against half A of the data, the data-vs-data floo
 against a teacher step is measured by scripts/benchmark_throughput.py (one machine, one run). `--sample_seeds K`
 also scores each student on K - 1 further sample sets (cheap at one step) and reports the mean and spread of its FID,
 and of those means over the runs: with a few thousand samples, sampling noise alone moves FID by several points.
-The teacher rows use sample seed 0 only (each costs its NFE times more). Rows are cached in
+`--spread_teacher heun:50` (one `--teacher_steps` entry) scores that teacher row on the same K sample sets (each
+costs its NFE times a student's), and each student is compared with it set by set: a student and the teacher start
+sample i of a set from the same noise, so the paired differences are less noisy than either FID. Rows are cached in
 <out>/classifier_fid_rows.json (shared with scripts/benchmark_reflow_mnist.py); runs without the export are skipped.
 Writes <out>/score_mnist.json and .md.
 """
@@ -40,6 +42,9 @@ def parse():
   p.add_argument("--export", default="final", choices=["final", "best"], help="last step or best in-training FID")
   p.add_argument("--sample_seeds", type=int, default=1,
                  help="score each student on this many sample sets (noise seeds 0..K-1) for the spread of its FID")
+  p.add_argument("--spread_teacher", default="",
+                 help="a --teacher_steps entry (e.g. heun:50) also scored on the --sample_seeds sets, for paired "
+                 "student-minus-teacher differences")
   return p.parse_args()
 
 
@@ -50,29 +55,47 @@ def teacher_bundle(workdir: str) -> str:
   return teacher["bundle"] or os.path.join(teacher["workdir"], "export")
 
 
-def sample_seed_spread(spread_rows: dict) -> dict:
-  """Per student: FID of each sample set, their mean and standard deviation (ddof 1); and over the students, the
-  mean and standard deviation of those means (the spread between training runs)."""
+def _mean_std(values) -> dict:
   import numpy as np
 
-  out = {"students": {}}
-  for name, rs in spread_rows.items():
-    fids = [r["fid"] for r in rs]
-    out["students"][name] = {"fids": fids, "mean": float(np.mean(fids)),
-                             "std": float(np.std(fids, ddof=1)) if len(fids) > 1 else None}
-  means = [v["mean"] for v in out["students"].values()]
-  out["over_students"] = {"mean": float(np.mean(means)),
-                          "std": float(np.std(means, ddof=1)) if len(means) > 1 else None}
+  return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else None}
+
+
+def sample_seed_spread(student_rows: dict, teacher_rows: list | None) -> dict:
+  """Per student: FID of each sample set with their mean and standard deviation (ddof 1) and, given the teacher's
+  rows on the same sets, the paired differences student - teacher; over the students, the mean and standard
+  deviation of their means (the spread between training runs)."""
+  out = {"students": {}, "teacher": None}
+  if teacher_rows:
+    fids = [r["fid"] for r in teacher_rows]
+    out["teacher"] = {"solver": teacher_rows[0]["solver"], "steps": teacher_rows[0]["steps"], "fids": fids,
+                      **_mean_std(fids)}
+  for name, rows in student_rows.items():
+    fids = [r["fid"] for r in rows]
+    out["students"][name] = {"fids": fids, **_mean_std(fids)}
+    if out["teacher"]:
+      diffs = [f - t for f, t in zip(fids, out["teacher"]["fids"])]
+      out["students"][name]["minus_teacher"] = {"diffs": diffs, **_mean_std(diffs),
+                                                "sets_below": sum(d < 0 for d in diffs)}
+  out["over_students"] = _mean_std([v["mean"] for v in out["students"].values()])
   return out
 
 
 def spread_lines(spread: dict) -> list[str]:
   fmt = lambda v: "-" if v is None else f"{v:.2f}"
+  per_set = lambda fids: ", ".join(f"{f:.2f}" for f in fids)
   k = len(next(iter(spread["students"].values()))["fids"])
-  lines = [f"FID of each student over {k} sample set(s) (noise seeds 0..{k - 1}, {len(spread['students'])} runs):", "",
-           "| student | mean FID | std | per sample set |", "|---|---|---|---|"]
+  t = spread["teacher"]
+  lines = [f"FID over {k} sample set(s) (noise seeds 0..{k - 1}; {len(spread['students'])} runs):", "",
+           "| model | mean FID | std | per sample set | minus teacher, mean (std) | sets below the teacher |",
+           "|---|---|---|---|---|---|"]
+  if t:
+    lines.append(f"| teacher ({t['solver']}, {t['steps']} steps) | {t['mean']:.2f} | {fmt(t['std'])} | "
+                 f"{per_set(t['fids'])} | | |")
   for name, v in spread["students"].items():
-    lines.append(f"| {name} | {v['mean']:.2f} | {fmt(v['std'])} | {', '.join(f'{f:.2f}' for f in v['fids'])} |")
+    d = v.get("minus_teacher")
+    paired = f"{d['mean']:+.2f} ({fmt(d['std'])}) | {d['sets_below']} of {k}" if d else " | "
+    lines.append(f"| {name} | {v['mean']:.2f} | {fmt(v['std'])} | {per_set(v['fids'])} | {paired} |")
   o = spread["over_students"]
   lines += ["", f"Over the runs: mean {o['mean']:.2f}, standard deviation {fmt(o['std'])}."]
   return lines
@@ -100,20 +123,29 @@ def main():
   bench = benchmarking.ClassifierFIDBench(args.data, args.classifier, args.num,
                                           os.path.join(args.out, "classifier_fid_rows.json"))
   loaded = {"teacher": samplers.load(next(iter(teacher_bundles.values())))}
+  teacher_rows = benchmarking.parse_teacher_rows(args.teacher_steps)
   rows = [bench.row("teacher", loaded["teacher"], steps, os.path.join(work, "teacher"), solver)
-          for solver, steps in benchmarking.parse_teacher_rows(args.teacher_steps)]
-  spread_rows = {}
+          for solver, steps in teacher_rows]
+  teacher_spread = None
+  if args.spread_teacher:
+    (spec,) = benchmarking.parse_teacher_rows(args.spread_teacher)
+    if spec not in teacher_rows:
+      raise SystemExit(f"--spread_teacher {args.spread_teacher} is not one of --teacher_steps {args.teacher_steps}")
+    solver, steps = spec
+    teacher_spread = [rows[teacher_rows.index(spec)]] + [
+        bench.row("teacher", loaded["teacher"], steps, "", solver, seed=seed) for seed in range(1, args.sample_seeds)]
+  student_spread = {}
   for name, bundle in finished.items():
     loaded[name] = samplers.load(bundle)
     rows.append(bench.row(name, loaded[name], 1, os.path.join(work, name)))
-    spread_rows[name] = [rows[-1]] + [bench.row(name, loaded[name], 1, "", seed=seed)
-                                      for seed in range(1, args.sample_seeds)]
+    student_spread[name] = [rows[-1]] + [bench.row(name, loaded[name], 1, "", seed=seed)
+                                         for seed in range(1, args.sample_seeds)]
 
   summary, summary_lines = benchmarking.one_step_summary(rows, loaded, list(finished), args.rate_num)
   result = {"machine": benchmarking.machine_info(), "num": args.num, "data": args.data,
             "floor": {k: bench.floor[k] for k in ("fid", "precision", "recall", "kid")}, "rows": rows, **summary,
             "export": args.export, "runs": {name: {"workdir": runs[name], "bundle": b} for name, b in finished.items()},
-            "sample_seed_spread": sample_seed_spread(spread_rows)}
+            "sample_seed_spread": sample_seed_spread(student_spread, teacher_spread)}
   lines = [benchmarking.machine_line(result["machine"]), "", bench.floor_line(args.classifier), "",
            *benchmarking.fid_table(rows), "", *summary_lines, "", *spread_lines(result["sample_seed_spread"]), "",
            f"Students: the {'last step' if args.export == 'final' else 'checkpoint with the best in-training FID'} "

@@ -1,10 +1,14 @@
-"""Benchmark helpers: the shared flags and the `--teacher_steps` row specification."""
+"""Benchmark helpers: the shared flags, the `--teacher_steps` row specification and the sample-set spread."""
 
 import argparse
+import importlib.util
+import os
 
 import pytest
 
 from distill import benchmarking
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_teacher_rows_name_steps_with_an_optional_solver():
@@ -17,3 +21,26 @@ def test_teacher_rows_name_steps_with_an_optional_solver():
   for bad in ("heun", "heun:", "0", "euler:-2", "16,,50"):
     with pytest.raises(SystemExit, match="--teacher_steps"):
       benchmarking.parse_teacher_rows(bad)
+
+
+def _load_script(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "scripts", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_sample_seed_spread_pairs_each_student_with_the_teacher_set_by_set():
+  bench = _load_script("benchmark_score_mnist")
+  row = lambda fid: {"fid": fid, "solver": "heun", "steps": 50}
+  spread = bench.sample_seed_spread({"a": [row(1.0), row(3.0)], "b": [row(5.0), row(5.0)]}, [row(2.0), row(4.0)])
+  assert spread["teacher"] == {"solver": "heun", "steps": 50, "fids": [2.0, 4.0], "mean": 3.0,
+                               "std": pytest.approx(2 ** 0.5)}
+  assert spread["students"]["a"]["minus_teacher"] == {"diffs": [-1.0, -1.0], "mean": -1.0, "std": 0.0, "sets_below": 2}
+  assert spread["students"]["b"]["minus_teacher"]["diffs"] == [3.0, 1.0]
+  assert spread["students"]["b"]["minus_teacher"]["sets_below"] == 0
+  assert spread["over_students"] == {"mean": 3.5, "std": pytest.approx(4.5 ** 0.5)}
+  assert "| a | 2.00 | 1.41 | 1.00, 3.00 | -1.00 (0.00) | 2 of 2 |" in bench.spread_lines(spread)
+  alone = bench.sample_seed_spread({"a": [row(1.0)]}, None)
+  assert alone["teacher"] is None and "minus_teacher" not in alone["students"]["a"]
+  assert alone["students"]["a"]["std"] is None
