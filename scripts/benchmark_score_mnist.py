@@ -20,8 +20,9 @@ against a teacher step is measured by scripts/benchmark_throughput.py (one machi
 also scores each student on K - 1 further sample sets (cheap at one step) and reports the mean and spread of its FID,
 and of those means over the runs: with a few thousand samples, sampling noise alone moves FID by several points.
 `--spread_teacher heun:50` (one `--teacher_steps` entry) scores that teacher row on the same K sample sets (each
-costs its NFE times a student's), and each student is compared with it set by set: a student and the teacher start
-sample i of a set from the same noise, so the paired differences are less noisy than either FID. Rows are cached in
+costs its NFE times a student's), and each student is compared with it set by set (a student and the teacher start
+sample i of a set from the same noise; on MNIST the paired differences were about as noisy as either FID, so the
+count of sets below the teacher and the mean difference are what to read). Rows are cached in
 <out>/classifier_fid_rows.json (shared with scripts/benchmark_reflow_mnist.py); runs without the export are skipped.
 Writes <out>/score_mnist.json and .md.
 """
