@@ -14,9 +14,10 @@ floor 32.47):
   0.675 / 0.882), KID 242 against the teacher's 370. In-training FID (2000 samples) every 100 steps: 297, 229, 201,
   166, 150, 154, 114, 152, 140, 135, 128, 118, 105, 99.4, 99.5, 99.6. 63 min on 2 cores, shared with a second run.
 - Three training seeds, each scored on 5 sample sets of 2000 (--sample_seeds 5): seed 0 100.24 +- 7.42, seed 1
-  122.01 +- 6.89 (best step 1600), seed 2 104.43 +- 6.03 (best step 800); over the runs 108.89 +- 11.55. With 2000
-  samples, sampling noise alone moves FID by about 7 here, for the teacher too (Heun 50 steps: 97.38 on set 0,
-  110.60 on set 1). Teacher on set 0: Heun 50 steps (99 NFE) 97.38, adaptive RK45 (261 NFE, the ODE's limit) 94.89.
+  122.01 +- 6.89 (best step 1600), seed 2 104.43 +- 6.03 (best step 800); over the runs 108.89 +- 11.55. The
+  teacher at Heun 50 steps (99 NFE) on the same sets: 107.13 +- 7.61; seed 0 is below it on all five sets (mean
+  difference -6.89), seed 2 on three (-2.70), seed 1 on none (+14.88). With 2000 samples, sampling noise alone moves
+  FID by about 7. Teacher on set 0 only: Heun 50 steps 97.38, adaptive RK45 (261 NFE, the ODE's limit) 94.89.
 - The same learning rate at GAN weight 0.78 gave 107.17 (seed 0, best step 1400) and 143.54 (seed 1, best step 600,
   after which its in-training FID rose from 125 to 155), on sample set 0.
 - Compared earlier at learning rate 5e-5 (the generator on the same cosine decay): GAN weight 0.78 with constant
