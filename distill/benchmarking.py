@@ -118,8 +118,7 @@ def fid_table(rows: list[dict]) -> list[str]:
   for r in rows:
     acc = f"{r['class_accuracy']:.3f}" if "class_accuracy" in r else "-"
     lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['solver']} | {r['steps']} | {r['nfe']} | "
-                 f"{r['fid']:.2f} | "
-                 f"{r['precision']:.3f} | {r['recall']:.3f} | {r['kid']:.4f} | {acc} |")
+                 f"{r['fid']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['kid']:.4f} | {acc} |")
   return lines
 
 

@@ -140,7 +140,9 @@ class ExportedSampler:
     meta = {**self.meta, "sampler": {**self.meta["sampler"], **overrides}}
     if "steps" in overrides:
       meta["default_steps"] = int(overrides["steps"])
-    return ExportedSampler(self.path, meta, self.network, self.params)
+    swapped = ExportedSampler(self.path, meta, self.network, self.params)
+    meta["nfe"] = swapped.nfe()  # the recorded count was the exported solver's (None for the adaptive rk45)
+    return swapped
 
 
 def load(path: str) -> ExportedSampler:
