@@ -4,7 +4,7 @@ import math
 
 import ml_collections
 
-from distill.pipeline import INHERIT_SEED
+from distill.pipeline_config import INHERIT_SEED
 
 # Logical axis -> mesh axis. Mesh {data: N, fsdp: 1} is pure data parallelism (size-1 fsdp replicates);
 # {data: 1, fsdp: N} shards parameters and optimizer state (ZeRO-3 style).

@@ -6,7 +6,10 @@ import json
 import os
 import platform
 import resource
+import shlex
+import subprocess
 import sys
+import time
 
 
 def machine_info() -> dict:
@@ -23,18 +26,69 @@ def machine_line(machine: dict) -> str:
           f"CPU cores, jax {machine['jax']}")
 
 
+def sampling_rate(sampler, steps: int, num: int = 20_000) -> float:
+  """Samples per second of an exported sampler after compilation (one warm-up call)."""
+  import jax
+
+  sampler.sample(jax.random.key(0), num, steps=steps)
+  start = time.perf_counter()
+  sampler.sample(jax.random.key(1), num, steps=steps)
+  return num / (time.perf_counter() - start)
+
+
 def peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def write_report(out_dir: str, name: str, result: dict, markdown_lines: list[str]) -> None:
-  """Write out_dir/name.json and out_dir/name.md and print the markdown."""
+def write_report(out_dir: str, name: str, result: dict, markdown_lines: list[str], results: str = "") -> None:
+  """Write out_dir/name.json and out_dir/name.md, print the markdown, and append it as a dated section to the results
+  document `results` (docs/results/<family>.md; '' for none)."""
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
     json.dump(result, f, indent=2)
   with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
     f.write("\n".join(markdown_lines) + "\n")
   print("\n".join(markdown_lines))
+  if results:
+    append_results(results, name, markdown_lines, result.get("machine") or machine_info())
+    print(f"appended to {results}")
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_DIR = os.path.join(REPO, "docs", "results")
+
+
+def add_results_flag(parser, family: str) -> None:
+  """--results: the results document a run appends its section to (docs/results/<family>.md by default)."""
+  parser.add_argument("--results", default=os.path.join(RESULTS_DIR, f"{family}.md"),
+                      help="results document to append this run to, with date, commit, machine and command "
+                      "('' to skip)")
+
+
+def git_commit() -> str:
+  """The checkout's short commit hash, with '+changes' when files differ from it; 'unknown' outside git."""
+  try:
+    run = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    return run("rev-parse", "--short", "HEAD") + ("+changes" if run("status", "--porcelain", "--untracked-files=no")
+                                                   else "")
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+def append_results(path: str, name: str, markdown_lines: list[str], machine: dict, argv=None) -> None:
+  """Append one run to a results document: a heading with the benchmark and date, the commit, the machine and the
+  exact command, then the run's own markdown."""
+  command = " ".join(shlex.quote(a) for a in (argv if argv is not None else ["python", *sys.argv]))
+  section = [f"## {name}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+             f"- commit: `{git_commit()}`", f"- {machine_line(machine)}", f"- command: `{command}`", "",
+             *markdown_lines, ""]
+  new = not os.path.exists(path)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "a") as f:
+    if new:
+      f.write(f"# Results: {os.path.splitext(os.path.basename(path))[0].replace('_', ' ')}\n\n"
+              "Each section is one benchmark run, appended by the script that ran it.\n\n")
+    f.write("\n".join(section) + "\n")
 
 
 def add_classifier_fid_flags(parser, teacher_steps: str) -> None:
@@ -88,7 +142,7 @@ class ClassifierFIDBench:
     """{model, params, steps, solver, nfe, seconds, fid, precision, recall, kid[, class_accuracy]} of `sampler` at
     `steps`, with its own solver or `solver` instead (then keyed and plotted apart), from the noise of sample seed
     `seed` (rows of other seeds than 0 are keyed apart and not plotted)."""
-    from distill import cli
+    from distill import api
 
     key = f"{name}|{steps}|{self.num}|{sampler.meta['checksum']}"
     if solver:
@@ -96,7 +150,7 @@ class ClassifierFIDBench:
     if seed:
       key, plot_dir = f"{key}|seed{seed}", None
     if key not in self.cache:
-      row = cli.evaluate_sampler(sampler, self.data, self.num, [steps], seed=seed, extractor=self.extractor,
+      row = api.evaluate(sampler, self.data, self.num, [steps], seed=seed, extractor=self.extractor,
                                  reference=self.reference, plot_dir=plot_dir)[0]
       self.cache[key] = dict(model=name, params=sampler.network.num_params(), **row)
       with open(self.cache_path + ".tmp", "w") as f:
@@ -126,7 +180,6 @@ def one_step_summary(rows: list[dict], loaded: dict, students, rate_num: int) ->
   """Each one-step student against the teacher at its best NFE (lowest FID among the 'teacher' rows) and at its
   default NFE: FID ratio, sampling speed-up (samples/s at batch `rate_num`, measured here back to back) and size.
   `loaded` maps model names (including 'teacher') to samplers. Returns (summary dict, markdown lines)."""
-  from distill.quickstart import sampling_rate
 
   best = min((r for r in rows if r["model"] == "teacher"), key=lambda r: r["fid"])
   teacher = loaded["teacher"]

@@ -1,4 +1,5 @@
-"""`distill fid`, `distill train-classifier` and `distill lpips-weights` (pretrained-network commands).
+"""`distill fid`, `distill train-classifier` and `distill lpips-weights` (pretrained-network commands): flags in,
+distill/api.py (and the weight converters) called.
 
   distill fid (--sampler B | --workdir W | --samples S.npz) [--features inception|classifier:C] [--ref R]
               [--num 50000] [--steps K] [--seed S] [--json OUT] [--save_samples S.npz|DIR]
@@ -19,8 +20,7 @@ import time
 
 from absl import flags
 
-from distill.cli import export_workdir, parse_flags, require_flags
-from distill.errors import UserError
+from distill.cli_flags import parse_flags, require_flags
 
 
 def _features_flag(fv):
@@ -36,7 +36,7 @@ def cmd_convert_weights(argv):
     flags.DEFINE_string("out", inception_weights.default_weights_path(), "converted .npz", flag_values=fv)
     flags.DEFINE_bool("check_hash", True, "require the official file's SHA-256 prefix", flag_values=fv)
 
-  fv = parse_flags(argv, define)
+  fv = parse_flags(argv, define, "fid convert-weights", "convert pytorch-fid's Inception weights to .npz")
   require_flags(fv, "pth")
   meta = inception_weights.convert(fv.pth, fv.out, check_hash=fv.check_hash)
   print(f"converted {fv.pth} (sha256 {meta['source_sha256'][:16]}...) to {fv.out} "
@@ -52,14 +52,15 @@ def cmd_lpips_weights(argv):
     flags.DEFINE_string("out", lpips_weights.default_weights_path(), "converted .npz", flag_values=fv)
     flags.DEFINE_bool("check_hash", True, "require torchvision's SHA-256 prefix for --vgg", flag_values=fv)
 
-  fv = parse_flags(argv, define)
+  fv = parse_flags(argv, define, "lpips-weights", "convert VGG16 + LPIPS linear weights to .npz")
   require_flags(fv, "vgg", "lin")
   meta = lpips_weights.convert(fv.vgg, fv.lin, fv.out, check_hash=fv.check_hash)
   print(f"converted {fv.vgg} + {fv.lin} to {fv.out} (weights sha256 {meta['weights_sha256'][:16]}...)")
 
 
 def cmd_stats(argv):
-  from distill.evaluation import features as features_lib, fid
+  from distill import api
+  from distill.evaluation import fid
 
   def define(fv, argv):
     flags.DEFINE_string("data", None, "image data source (npz:P.npz, tfds:cifar10[:split])", flag_values=fv)
@@ -71,33 +72,12 @@ def cmd_stats(argv):
     flags.DEFINE_integer("keep", fid.KEEP_FEATURES, "raw features kept for precision/recall and KID",
                          flag_values=fv)
 
-  fv = parse_flags(argv, define)
+  fv = parse_flags(argv, define, "fid stats", "reference statistics of an image data source")
   require_flags(fv, "data", "out")
   start = time.time()
-  extractor = features_lib.make_features(fv.features)
-  stats = fid.compute_statistics(extractor, fid.source_stream(fv.data, fv.num, fv.seed), fv.data, keep=fv.keep)
-  fid.save_statistics(fv.out, stats)
-  print(f"statistics of {stats.n} images of {fv.data} ({extractor.metadata['extractor']}, {extractor.dim}-d) "
+  stats = api.fid_stats(fv.data, fv.out, fv.features, fv.num, fv.seed, fv.keep)
+  print(f"statistics of {stats.n} images of {fv.data} ({stats.metadata['extractor']}, {stats.metadata['dim']}-d) "
         f"written to {fv.out} in {time.time() - start:.1f}s")
-
-
-def _generated(fv, extractor):
-  """(statistics of the generated images, what they are, NFE or None, the model's training data source or None)."""
-  import samplers
-  from distill.evaluation import fid
-
-  if fv.samples:
-    return fid.compute_statistics(extractor, fid.samples_stream(fv.samples), fv.samples), fv.samples, None, None
-  bundle = fv.sampler or export_workdir(fv.workdir)
-  sampler = samplers.load(bundle)
-  if sampler.kind != "images":
-    raise UserError(f"{bundle} generates {sampler.kind}; FID needs an image model (use `distill eval` for points)")
-  kept = [] if fv.save_samples else None
-  stream = fid.sampler_stream(sampler, fv.num, fv.steps, fv.seed, keep_images=kept)
-  stats = fid.compute_statistics(extractor, stream, f"sampler {bundle}")
-  if kept:
-    fid.save_samples(fv.save_samples, kept)
-  return stats, bundle, sampler.nfe(fv.steps), sampler.meta.get("provenance", {}).get("data_source")
 
 
 def format_metrics(metrics: dict) -> str:
@@ -117,7 +97,8 @@ def format_metrics(metrics: dict) -> str:
 
 
 def cmd_evaluate(argv):
-  from distill.evaluation import features as features_lib, fid
+  from distill import api
+  from distill.errors import UserError
 
   def define(fv, argv):
     flags.DEFINE_string("sampler", None, "exported sampler bundle", flag_values=fv)
@@ -135,24 +116,16 @@ def cmd_evaluate(argv):
     flags.DEFINE_string("json", None, "write the metrics as JSON here", flag_values=fv)
     flags.DEFINE_string("save_samples", None, "also save the samples: .npz, or a folder of PNGs", flag_values=fv)
 
-  fv = parse_flags(argv, define)
+  fv = parse_flags(argv, define, "fid", "FID, precision, recall and KID of a sampler or samples file "
+                   "(subcommands: stats, convert-weights)")
   if sum(bool(v) for v in (fv.sampler, fv.workdir, fv.samples)) != 1:
     raise UserError("give exactly one of --sampler, --workdir and --samples")
-  if fv.samples and not os.path.isfile(fv.samples):
-    raise UserError(f"samples file not found: {fv.samples}")
-  start = time.time()
-  extractor = features_lib.make_features(fv.features)
-  generated, what, nfe, trained_on = _generated(fv, extractor)
-  ref = fv.ref or trained_on
-  if not ref:
-    raise UserError("pass --ref (a data source such as npz:P.npz, or a `distill fid stats` file)")
-  reference = fid.reference_statistics(ref, extractor, fv.ref_num)
-  metrics = fid.compare(generated, reference)
-  metrics.update({"features": fv.features, "generated": what, "reference": ref,
-                  "seconds": round(time.time() - start, 1)})
-  if nfe is not None:
-    metrics["nfe"] = nfe
-  print(f"{what} vs {ref} in {extractor.metadata['extractor']} features ({extractor.dim}-d)")
+  sampler = fv.sampler or (api.export(fv.workdir) if fv.workdir else None)
+  metrics = api.fid(sampler, fv.samples, features=fv.features, ref=fv.ref, num=fv.num, ref_num=fv.ref_num,
+                    steps=fv.steps, seed=fv.seed, save_samples=fv.save_samples)
+  extractor = metrics.pop("extractor")
+  print(f"{metrics['generated']} vs {metrics['reference']} in {extractor['extractor']} features "
+        f"({extractor['dim']}-d)")
   print(format_metrics(metrics))
   if fv.json:
     os.makedirs(os.path.dirname(os.path.abspath(fv.json)), exist_ok=True)
@@ -180,7 +153,7 @@ def cmd_train_classifier(argv):
     flags.DEFINE_integer("holdout", 1000, "held-out examples for the reported accuracy", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "seed (initialisation, hold-out split, batches)", flag_values=fv)
 
-  fv = parse_flags(argv, define)
+  fv = parse_flags(argv, define, "train-classifier", "train the small CNN whose features give FID at MNIST scale")
   require_flags(fv, "data", "out")
   start = time.time()
   meta = train_classifier(fv.data, fv.out, steps=fv.steps, batch_size=fv.batch_size,

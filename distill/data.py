@@ -23,6 +23,8 @@ from typing import Callable
 
 import numpy as np
 
+from distill.images import to_float
+
 SCHEMES = ("toy", "npz", "tfds", "pairs")
 TOY_RANGE = (-4.0, 4.0)  # nominal range of every toy (Gaussian noise tails aside)
 _FLIP_STREAM, _EVAL_STREAM = 1, 2
@@ -183,7 +185,7 @@ class ArraySource(DataSource):
 
   def _gather(self, idx: np.ndarray) -> dict[str, np.ndarray]:
     raw = self._data[idx]
-    batch = {"x": raw.astype(np.float32) / 127.5 - 1.0 if self._uint8 else raw}
+    batch = {"x": to_float(raw) if self._uint8 else raw}
     batch.update({k: v[idx] for k, v in self._extra.items()})
     if self._labels is not None:
       batch["label"] = self._labels[idx].astype(np.int32)

@@ -89,7 +89,7 @@ def generate_pairs(out: str, teacher, *, num: int, seed: int = 0, shard_size: in
 
   The solver defaults to the teacher bundle's sampler; `steps` to its default steps. Returns the metadata.
   """
-  from distill.generation import Generator, default_labels
+  from samplers.generator import Generator, default_labels
 
   sampler_config = dict(sampler_config or teacher.bundle_meta["sampler"])
   steps = int(steps or sampler_config["steps"])

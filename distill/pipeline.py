@@ -25,22 +25,16 @@ import json
 import os
 import time
 
+import ml_collections
+
+import samplers
+from distill import checkpointing, pairs, run
 from distill.errors import UserError
+from distill.exporting import export_workdir
+from distill.pipeline_config import resolve_seeds, validate
+from distill.teacher import load_teacher
 
 RECORD_FILE = "pipeline.json"
-INHERIT_SEED = -1  # a stage config seed that means "the pipeline's seed"
-
-
-def is_pipeline(config) -> bool:
-  return "pipeline" in config
-
-
-def final_stage(config) -> str:
-  """The last train stage (the model a pipeline produces)."""
-  train = [s for s in config.pipeline.stages if config.stages[s].kind == "train"]
-  if not train:
-    raise UserError("a pipeline needs at least one train stage")
-  return train[-1]
 
 
 def _records(workdir: str) -> dict:
@@ -59,8 +53,6 @@ def _save_records(workdir: str, records: dict) -> None:
 
 
 def _bundle_checksum(bundle: str) -> str:
-  import samplers
-
   return samplers.load(bundle).meta["checksum"]
 
 
@@ -68,8 +60,6 @@ def _external_teacher(config) -> str | None:
   """The bundle of a teacher given on the command line (teacher.workdir or teacher.bundle), if any."""
   workdir, bundle = config.teacher.get("workdir", ""), config.teacher.get("bundle", "")
   if workdir:
-    from distill.cli import export_workdir
-
     bundle = os.path.join(workdir, "export")
     if not os.path.exists(bundle):
       export_workdir(workdir, bundle)
@@ -94,9 +84,6 @@ def stage_training_config(config, stage, workdir: str, bundles: dict):
 
 
 def _train_stage(config, name: str, stage, workdir: str, bundles: dict) -> dict:
-  from distill import run
-  from distill.cli import export_workdir
-
   stage_config = stage_training_config(config, stage, workdir, bundles)
   stage_dir = os.path.join(workdir, name)
   state = run.train(stage_config, stage_dir)
@@ -107,11 +94,6 @@ def _train_stage(config, name: str, stage, workdir: str, bundles: dict) -> dict:
 
 
 def _pairs_stage(name: str, stage, workdir: str, bundles: dict) -> dict:
-  import ml_collections
-
-  from distill import pairs
-  from distill.teacher import load_teacher
-
   teacher = load_teacher(ml_collections.ConfigDict(dict(bundle=bundles[stage.source_stage], workdir="",
                                                         dtype="float32")))
   sampler = dict(stage.sampler) if stage.get("sampler") else None
@@ -122,35 +104,10 @@ def _pairs_stage(name: str, stage, workdir: str, bundles: dict) -> dict:
           "seed": meta["seed"], "sampler": meta["sampler"], "steps": meta["steps"], "nfe": meta["nfe"]}
 
 
-def resolve_seeds(config) -> None:
-  """Give every train stage left at INHERIT_SEED the pipeline's seed (in place), so that the config a workdir
-  records names each stage's actual seed; any other negative stage seed is an error."""
-  for name in config.pipeline.stages:
-    stage = config.stages.get(name)
-    if stage is None or stage.kind != "train":
-      continue
-    if stage.config.seed == INHERIT_SEED:
-      stage.config.seed = config.seed
-    elif stage.config.seed < 0:
-      raise UserError(f"stages.{name}.config.seed must be >= 0, or {INHERIT_SEED} for the pipeline's seed; "
-                      f"got {stage.config.seed}")
-
-
 def run_pipeline(config, workdir: str, log=print, overwrite: bool = False) -> dict:
   """Run (or resume) every stage in order in `workdir` (prepared as checkpointing.prepare_workdir does: a workdir of
   another config is refused unless `overwrite`); returns the records of all stages."""
-  from distill import checkpointing
-
-  for name in config.pipeline.stages:
-    if name not in config.stages:
-      raise UserError(f"pipeline stage {name!r} has no stages.{name} section")
-    if config.stages[name].kind not in ("train", "pairs"):
-      raise UserError(f"stages.{name}.kind must be 'train' or 'pairs', got {config.stages[name].kind!r}")
-    export = config.stages[name].get("export", "last")
-    if export not in ("last", "best"):
-      raise UserError(f"stages.{name}.export must be 'last' or 'best', got {export!r}")
-    if export == "best" and not config.stages[name].config.eval.fid_every:
-      raise UserError(f"stages.{name}.export='best' needs in-training evaluation: set its eval.fid_every")
+  validate(config)
   resolve_seeds(config)
   checkpointing.prepare_workdir(workdir, config.to_dict(), overwrite)
   records = _records(workdir)

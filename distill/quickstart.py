@@ -7,20 +7,12 @@ import os
 import time
 
 from configs import toy2d_reflow, toy2d_teacher
-from distill import cli, pipeline, run
+from distill import api
+from distill.benchmarking import sampling_rate
+from distill.pipeline import RECORD_FILE
 
 STEP_COUNTS = (1, 2, 4, 8, 100)
 NUM_EVAL = 4000
-
-
-def sampling_rate(sampler, steps: int, num: int = 20_000) -> float:
-  """Samples per second after compilation (one warm-up call)."""
-  import jax
-
-  sampler.sample(jax.random.key(0), num, steps=steps)
-  start = time.perf_counter()
-  sampler.sample(jax.random.key(1), num, steps=steps)
-  return num / (time.perf_counter() - start)
 
 
 def reflow_config(teacher_workdir: str, data_source: str, num_pairs: int = 20_000, num_steps: int = 2000):
@@ -37,23 +29,21 @@ def reflow_config(teacher_workdir: str, data_source: str, num_pairs: int = 20_00
 
 
 def main(workdir: str, data_source: str) -> None:
-  import samplers
-
   config = toy2d_teacher.get_config()
   config.data.source = data_source
   config.train.eval_every = 0
   print(f"[1/4] training a flow-matching MLP teacher on {data_source} ({config.train.num_steps} steps) in {workdir}")
   start = time.time()
-  run.train(config, workdir)
+  api.train(config, workdir)
   train_seconds = time.time() - start
   print("[2/4] exporting the EMA teacher")
-  bundle = cli.export_workdir(workdir)
+  bundle = api.export(workdir)
   print(f"[3/4] sampling {NUM_EVAL} points at {', '.join(map(str, STEP_COUNTS))} Euler steps and comparing with "
         "fresh data")
-  teacher = samplers.load(bundle)
-  rows = cli.evaluate_sampler(teacher, data_source, NUM_EVAL, STEP_COUNTS, plot_dir=os.path.join(workdir, "plots"))
+  teacher = api.load(bundle)
+  rows = api.evaluate(teacher, data_source, NUM_EVAL, STEP_COUNTS, plot_dir=os.path.join(workdir, "plots"))
   print()
-  print(cli.format_table(rows))
+  print(api.format_table(rows))
   print()
   best = rows[-1]
   print(f"teacher at {best['steps']} steps: energy distance {best['energy']:.4g} vs data-vs-data floor "
@@ -64,24 +54,24 @@ def main(workdir: str, data_source: str) -> None:
   print(f"\n[4/4] distilling the teacher into a one-step student by reflow in {reflow_dir}")
   reflow = reflow_config(workdir, data_source)
   start = time.time()
-  records = pipeline.run_pipeline(reflow, reflow_dir)
+  records = api.train(reflow, reflow_dir)["records"]
   distill_seconds = time.time() - start
   comparison = [("teacher", teacher, 1), ("teacher", teacher, 100),
-                ("2-rectified flow", samplers.load(records["reflow"]["bundle"]), 1),
-                ("one-step student", samplers.load(records["distill"]["bundle"]), 1)]
+                ("2-rectified flow", api.load(records["reflow"]["bundle"]), 1),
+                ("one-step student", api.load(records["distill"]["bundle"]), 1)]
   table = []
   for name, sampler, steps in comparison:
-    row = cli.evaluate_sampler(sampler, data_source, NUM_EVAL, [steps], plot_dir=os.path.join(reflow_dir, "plots",
+    row = api.evaluate(sampler, data_source, NUM_EVAL, [steps], plot_dir=os.path.join(reflow_dir, "plots",
                                                                                               name.replace(" ", "_")))[0]
     table.append({"model": name, "steps": steps, "nfe": row["nfe"], "energy": row["energy"],
                   "energy_floor": row["energy_floor"], "sw2": row["sw2"], "sw2_floor": row["sw2_floor"],
                   "samples_per_s": round(sampling_rate(sampler, steps))})
   print()
-  print(cli.format_table(table))
+  print(api.format_table(table))
   student, reference = table[-1], table[1]
   print(f"\none-step student: energy distance {student['energy']:.4g} = "
         f"{student['energy'] / max(reference['energy'], 1e-12):.2f}x the 100-step teacher's, "
         f"{student['samples_per_s'] / max(reference['samples_per_s'], 1):.0f}x faster sampling; "
         f"distillation took {distill_seconds:.0f}s")
   print(f"plots: {os.path.join(workdir, 'plots')}/ and {os.path.join(reflow_dir, 'plots')}/ | teacher: {bundle} | "
-        f"student: {records['distill']['bundle']} | stages: {os.path.join(reflow_dir, pipeline.RECORD_FILE)}")
+        f"student: {records['distill']['bundle']} | stages: {os.path.join(reflow_dir, RECORD_FILE)}")

@@ -13,8 +13,9 @@ from clu import periodic_actions
 from distill import checkpointing, data as data_lib, objectives, pairs, reporting
 from distill import sharding as sharding_lib
 from distill.errors import NonFiniteLossError, UserError
-from distill.evaluation import save_image_grid, save_scatter, to_uint8, two_sample_report
-from distill.generation import Generator
+from distill.evaluation import save_image_grid, save_scatter, two_sample_report
+from distill.images import to_uint8
+from samplers.generator import Generator
 from distill.teacher import load_teacher
 from distill.trainer import Trainer, TrainState
 

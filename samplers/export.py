@@ -22,6 +22,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from distill.errors import UserError
+from distill.images import to_uint8
+from distill.networks import Network
+from samplers.generator import Generator
+from samplers.ode import SOLVERS
+
 FORMAT_VERSION = 1
 META_FILE = "sampler.json"
 PARAMS_DIR = "params"
@@ -40,8 +46,6 @@ def params_checksum(pure_params: dict) -> str:
 
 def export_bundle(out: str, network, params, *, sampler_config: dict, data_spec, provenance: dict | None = None) -> dict:
   """Write a bundle for `network` with parameters `params` (nnx.State); returns the metadata written."""
-  from distill.generation import Generator  # local: keeps `import samplers` light
-
   pure = jax.tree.map(lambda a: np.asarray(jax.device_get(a)), nnx.to_pure_dict(params))
   generator = Generator(network, data_spec.shape, sampler_config)
   meta = {
@@ -94,20 +98,18 @@ class ExportedSampler:
   uint8 (num, H, W, C) images or float32 (num, D) points."""
 
   def __init__(self, path: str, meta: dict, network, params):
-    from distill.generation import Generator
-
     self.path, self.meta, self.network, self.params = path, meta, network, params
     self.shape = tuple(meta["data"]["shape"])
     self.kind = meta["data"]["kind"]
     self.default_steps = int(meta["default_steps"])
-    self._generator = Generator(network, self.shape, meta["sampler"])
+    self.generator = Generator(network, self.shape, meta["sampler"])
 
   @property
   def num_classes(self) -> int:
     return int(self.meta["data"]["num_classes"]) if dict(self.network.model_kwargs).get("num_classes") else 0
 
   def nfe(self, steps: int | None = None) -> int:
-    return self._generator.nfe(steps or self.default_steps)
+    return self.generator.nfe(steps or self.default_steps)
 
   def sample(self, key, num: int, steps: int | None = None, labels=None, first_index: int = 0) -> np.ndarray:
     """Samples first_index .. first_index + num - 1 (sample i from fold_in(key, i))."""
@@ -117,19 +119,15 @@ class ExportedSampler:
                       first_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(samples as `sample` returns them, the network evaluations each one used: int32 (num,)); the counts differ
     between samples only for the adaptive rk45 solver."""
-    x, _, nfe = self._generator.generate_with_noise(self.params, key, int(num), steps or self.default_steps, labels,
+    x, _, nfe = self.generator.generate_with_noise(self.params, key, int(num), steps or self.default_steps, labels,
                                                     first_index)
     if self.kind == "images":
-      from distill.evaluation import to_uint8
       return to_uint8(x), nfe
     return x.astype(np.float32), nfe
 
   def with_sampler(self, **overrides) -> "ExportedSampler":
     """The same network and parameters with sampler settings replaced, e.g. `with_sampler(solver="heun")` or
     `with_sampler(solver="rk45", rtol=1e-4, atol=1e-4)`; the bundle on disk is unchanged."""
-    from distill.errors import UserError
-    from samplers.ode import SOLVERS
-
     unknown = set(overrides) - {"solver", "grid", "steps", "guidance", "rtol", "atol", "sigma_min", "sigma_max",
                                 "rho", "t_eps", "sigmas"}
     if unknown:
@@ -147,9 +145,6 @@ class ExportedSampler:
 
 def load(path: str) -> ExportedSampler:
   """Load a bundle written by `distill export`; verifies its checksum. Needs nothing but the path."""
-  from distill.errors import UserError
-  from distill.networks import Network
-
   path = os.path.abspath(path)
   meta_path = os.path.join(path, META_FILE)
   if not os.path.exists(meta_path):

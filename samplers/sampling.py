@@ -29,12 +29,27 @@ def solve(denoise, key, indices, shape, sigmas, solver="heun", cond=None):
     with renoise draws (its sigmas must then be concrete, e.g. a numpy grid).
     """
   keys = sample_keys(key, indices)
-  noise = initial_noise(keys, shape)
+  renoises = None
+  if solver == "student":
+    renoises = jax.vmap(lambda k: renoise(keys, k, shape))(jnp.arange(num_renoise(sigmas)))
+  return solve_from_noise(denoise, initial_noise(keys, shape), sigmas, solver, cond, renoises)
+
+
+def num_renoise(sigmas) -> int:
+  """Fresh noise draws the student sampler takes on a grid: one per level after the first (a trailing 0 is no
+  level)."""
+  levels = np.asarray(sigmas, np.float32)
+  return len(levels[:-1] if levels[-1] == 0 else levels) - 1
+
+
+def solve_from_noise(denoise, noise, sigmas, solver="heun", cond=None, renoises=None):
+  """`solve` from given standard normals: noise (B, *shape) and, for solver="student", renoises
+  (num_renoise(sigmas), B, *shape). Returns float32 (B, *shape)."""
   if solver == "student":
     levels = np.asarray(sigmas, np.float32)
     levels = levels[:-1] if levels[-1] == 0 else levels
-    noises = jax.vmap(lambda k: renoise(keys, k, shape))(jnp.arange(len(levels) - 1))
-    out = multistep_student(denoise, levels[0] * noise, levels, noises, cond)
+    renoises = jnp.zeros((0, *noise.shape), noise.dtype) if renoises is None else renoises  # one level: no draws
+    out = multistep_student(denoise, levels[0] * noise, levels, renoises, cond)
   elif solver in SOLVERS:
     sigmas = jnp.asarray(sigmas, jnp.float32)
     out = SOLVERS[solver](denoise, sigmas[0] * noise, sigmas, cond)

@@ -19,11 +19,14 @@ import time
 
 
 def parse():
+  from distill import benchmarking
+
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--out", default="bench_out")
   p.add_argument("--data", default="", help="labelled image source for the split-half floor")
   p.add_argument("--classifier", default="", help="feature classifier folder (distill train-classifier)")
   p.add_argument("--inception_images", type=int, default=64)
+  benchmarking.add_results_flag(p, "evaluation")
   return p.parse_args()
 
 
@@ -95,7 +98,8 @@ def main():
   for name, r in rows.items():
     lines.append(f"| {name} | " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                             for k, v in r.items()) + " |")
-  benchmarking.write_report(args.out, "fid_pipeline", {"machine": machine, "results": rows}, lines)
+  benchmarking.write_report(args.out, "fid_pipeline", {"machine": machine, "results": rows}, lines,
+                            results=args.results)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,13 @@ import time
 
 
 def parse():
+  from distill import benchmarking
+
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--out", default="bench_out")
   p.add_argument("--toys", default="8gaussians,moons,checkerboard")
   p.add_argument("--num", type=int, default=4000)
+  benchmarking.add_results_flag(p, "reflow")
   return p.parse_args()
 
 
@@ -40,8 +43,8 @@ def main():
   args = parse()
   import samplers
   from configs import toy2d_reflow
-  from distill import benchmarking, cli, pipeline
-  from distill.quickstart import sampling_rate
+  from distill import api, benchmarking, pipeline
+  from distill.benchmarking import sampling_rate
 
   results = {}
   for toy in args.toys.split(","):
@@ -52,10 +55,10 @@ def main():
     start = time.time()
     records = pipeline.run_pipeline(config, workdir)
     models = {name: samplers.load(records[name]["bundle"]) for name in ("teacher", "reflow", "distill")}
-    rows = [dict(model="teacher", **r) for r in cli.evaluate_sampler(models["teacher"], source, args.num,
+    rows = [dict(model="teacher", **r) for r in api.evaluate(models["teacher"], source, args.num,
                                                                        (1, 2, 4, 8, 100))]
-    rows += [dict(model="2-RF", **cli.evaluate_sampler(models["reflow"], source, args.num, [1])[0]),
-             dict(model="one-step student", **cli.evaluate_sampler(models["distill"], source, args.num, [1])[0])]
+    rows += [dict(model="2-RF", **api.evaluate(models["reflow"], source, args.num, [1])[0]),
+             dict(model="one-step student", **api.evaluate(models["distill"], source, args.num, [1])[0])]
     teacher_rate = sampling_rate(models["teacher"], 100)
     student_rate = sampling_rate(models["distill"], 1)
     results[toy] = {
@@ -78,7 +81,8 @@ def main():
               f"one-step student {r['samples_per_s']['student_1_step']:.0f} samples/s vs teacher (100 steps) "
               f"{r['samples_per_s']['teacher_100_steps']:.0f} ({r['speedup']:.0f}x); pipeline "
               f"{r['pipeline_seconds']:.0f}s", ""]
-  benchmarking.write_report(args.out, "reflow_2d", {"machine": machine, "results": results}, lines)
+  benchmarking.write_report(args.out, "reflow_2d", {"machine": machine, "results": results}, lines,
+                            results=args.results)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ def parse():
   benchmarking.add_classifier_fid_flags(p, teacher_steps="8,16,20,50")
   p.add_argument("--reflow", default="runs/mnist_reflow", help="workdir of configs/mnist_reflow.py")
   p.add_argument("--slimflow", default="runs/mnist_slimflow", help="workdir of configs/mnist_slimflow.py")
+  benchmarking.add_results_flag(p, "reflow")
   return p.parse_args()
 
 
@@ -89,7 +90,7 @@ def main():
            "", "Pipeline stage seconds: " + ", ".join(
                f"{p}/{s} {r.get('seconds', 0):.0f}" for p, recs in pipelines.items()
                for s, r in recs.items() if isinstance(r, dict) and "seconds" in r)]
-  benchmarking.write_report(args.out, "reflow_mnist", result, lines)
+  benchmarking.write_report(args.out, "reflow_mnist", result, lines, results=args.results)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import time
 
 
 def parse():
+  from distill import benchmarking
+
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--out", default="bench_out")
   p.add_argument("--toys", default="moons")
@@ -37,6 +39,7 @@ def parse():
   p.add_argument("--timing_steps", type=int, default=30)
   p.add_argument("--divergence_start", type=int, default=300,
                  help="Uni-Instruct steps of SiD(alpha=1) warm-up before the f-divergence (must be < --steps)")
+  benchmarking.add_results_flag(p, "score_distillation")
   return p.parse_args()
 
 
@@ -58,9 +61,9 @@ def mean_over_seeds(sampler, source: str, num: int, steps: int, seeds: list[int]
   """Energy distance, SW2 and their floors at `steps`, averaged over evaluation seeds (per-seed energies kept)."""
   import numpy as np
 
-  from distill import cli
+  from distill import api
 
-  rows = [cli.evaluate_sampler(sampler, source, num, [steps], seed=seed)[0] for seed in seeds]
+  rows = [api.evaluate(sampler, source, num, [steps], seed=seed)[0] for seed in seeds]
   keys = ("energy", "energy_floor", "sw2", "sw2_floor")
   return {**{k: float(np.mean([r[k] for r in rows])) for k in keys}, "nfe": rows[0]["nfe"],
           "per_seed_energy": [r["energy"] for r in rows]}
@@ -145,7 +148,8 @@ def main():
                    f"{row['sw2']:.4g} | {row['sw2_floor']:.4g} | {r['energy_over_teacher100'][m]:.2f} ({per_seed}) | "
                    f"{r['cost_ratio'][m]:.1f}x |")
     lines.append("")
-  benchmarking.write_report(args.out, "score_2d", {"machine": machine, "results": results}, lines)
+  benchmarking.write_report(args.out, "score_2d", {"machine": machine, "results": results}, lines,
+                            results=args.results)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def parse():
   p.add_argument("--spread_teacher", default="",
                  help="a --teacher_steps entry (e.g. heun:50) also scored on the --sample_seeds sets, for paired "
                  "student-minus-teacher differences")
+  benchmarking.add_results_flag(p, "score_distillation")
   return p.parse_args()
 
 
@@ -151,7 +152,7 @@ def main():
            *benchmarking.fid_table(rows), "", *summary_lines, "", *spread_lines(result["sample_seed_spread"]), "",
            f"Students: the {'last step' if args.export == 'final' else 'checkpoint with the best in-training FID'} "
            "of each run."]
-  benchmarking.write_report(args.out, "score_mnist", result, lines)
+  benchmarking.write_report(args.out, "score_mnist", result, lines, results=args.results)
 
 
 if __name__ == "__main__":

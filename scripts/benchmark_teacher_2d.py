@@ -10,9 +10,7 @@ on it through the `npz:` source, as a user would. Writes bench_out/teacher_2d.js
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 
 import numpy as np
@@ -32,16 +30,19 @@ def arbitrary_cloud(path: str, n: int = 20000, seed: int = 0) -> str:
 
 
 def main():
-  p = argparse.ArgumentParser()
+  from distill import benchmarking
+
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--out", default="bench_out")
   p.add_argument("--data", default="")
   p.add_argument("--steps", default="1,2,4,8,100")
+  benchmarking.add_results_flag(p, "teachers")
   args = p.parse_args()
   os.makedirs(args.out, exist_ok=True)
 
   import samplers
   from configs import toy2d_teacher
-  from distill import cli, run
+  from distill import api, run
 
   sources = args.data.split(",") if args.data else [
       "toy:8gaussians", "toy:moons", "toy:checkerboard", f"npz:{arbitrary_cloud(os.path.join(args.out, 'cloud.npz'))}"]
@@ -55,24 +56,21 @@ def main():
     start = time.time()
     run.train(config, workdir, overwrite=True)
     seconds = time.time() - start
-    bundle = cli.export_workdir(workdir)
-    rows = cli.evaluate_sampler(samplers.load(bundle), source, 4000, step_counts, plot_dir=os.path.join(workdir, "plots"))
+    bundle = api.export(workdir)
+    rows = api.evaluate(samplers.load(bundle), source, 4000, step_counts, plot_dir=os.path.join(workdir, "plots"))
     results.append({"source": source, "train_seconds": seconds, "rows": rows})
 
-  with open(os.path.join(args.out, "teacher_2d.json"), "w") as f:
-    json.dump({"machine": platform.platform(), "cpu_count": os.cpu_count(), "results": results}, f, indent=2)
-  lines = [f"Machine: {platform.platform()}, {os.cpu_count()} CPU cores. n = 4000 samples vs fresh data; "
-           "energy = squared energy distance (V-statistic), floor = data vs data.", "",
+  machine = benchmarking.machine_info()
+  lines = [benchmarking.machine_line(machine) + ". n = 4000 samples vs fresh data; energy = squared energy distance "
+           "(V-statistic), floor = data vs data.", "",
            "| data | steps | NFE | energy | energy floor | energy / floor | SW2 | SW2 floor |",
            "|---|---|---|---|---|---|---|---|"]
   for res in results:
     for r in res["rows"]:
       lines.append(f"| {res['source']} | {r['steps']} | {r['nfe']} | {r['energy']:.5f} | {r['energy_floor']:.5f} | "
                    f"{r['energy'] / r['energy_floor']:.2f} | {r['sw2']:.4f} | {r['sw2_floor']:.4f} |")
-  with open(os.path.join(args.out, "teacher_2d.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
-  print("\n".join(lines))
-
+  benchmarking.write_report(args.out, "teacher_2d", {"machine": machine, "results": results}, lines,
+                            results=args.results)
 
 if __name__ == "__main__":
   main()

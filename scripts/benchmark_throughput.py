@@ -21,6 +21,8 @@ import time
 
 
 def parse():
+  from distill import benchmarking
+
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--out", default="bench_out")
   p.add_argument("--mnist", default="", help="npz with MNIST images (default: random 28x28 images)")
@@ -29,6 +31,7 @@ def parse():
   p.add_argument("--bf16", default="true", choices=["true", "false"], help="also time bfloat16 compute")
   p.add_argument("--cifar", action="store_true", help="also time the CIFAR-10 U-Net (56M parameters; GPU scale)")
   p.add_argument("--cifar_batch", type=int, default=128)
+  benchmarking.add_results_flag(p, "throughput")
   return p.parse_args()
 
 
@@ -42,7 +45,7 @@ def main():
   from configs import cifar10_teacher, mnist_score, mnist_teacher, toy2d_teacher
   from distill import benchmarking, data as data_lib
   from distill import objectives, sharding
-  from distill.generation import Generator
+  from samplers.generator import Generator
   from distill.teacher import Teacher
   from distill.trainer import Trainer
 
@@ -144,7 +147,7 @@ def main():
                  f"| {cell('items_per_sec', '{:.0f}')} | {cell('x_teacher', '{:.2f}')} | "
                  f"{cell('samples_per_sec', '{:.0f}')} | {cell('nfe', '{}')} | {cell('evals_per_sec', '{:.0f}')} |")
   lines += ["", "Memory: " + ", ".join(f"{k} {v:.0f}" for k, v in memory.items())]
-  benchmarking.write_report(args.out, "throughput", result, lines)
+  benchmarking.write_report(args.out, "throughput", result, lines, results=args.results)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ MNIST_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data
 def tiny_teacher_bundle(tmp_path_factory):
   """An exported 2-D flow-matching MLP (configs/tiny.py, 10 steps), shared by the teacher and reflow tests."""
   from configs import tiny
-  from distill import cli, run
+  from distill import api, run
 
   workdir = str(tmp_path_factory.mktemp("tiny_teacher"))
   config = tiny.get_config()
   config.train.num_steps = 10
   run.train(config, workdir)
-  return cli.export_workdir(workdir)
+  return api.export(workdir)

@@ -44,3 +44,22 @@ def test_sample_seed_spread_pairs_each_student_with_the_teacher_set_by_set():
   alone = bench.sample_seed_spread({"a": [row(1.0)]}, None)
   assert alone["teacher"] is None and "minus_teacher" not in alone["students"]["a"]
   assert alone["students"]["a"]["std"] is None
+
+
+def test_results_document_gets_one_dated_section_per_run(tmp_path):
+  """write_report appends each run to the results document with its date, commit, machine and command."""
+  doc = tmp_path / "results" / "toy.md"
+  machine = {"device_kind": "cpu", "devices": 8, "backend": "cpu", "cpu_count": 2, "jax": "0.10.2"}
+  for value in (1.5, 2.5):
+    benchmarking.write_report(str(tmp_path / "out"), "toy_bench", {"machine": machine, "value": value},
+                              ["| value |", "|---|", f"| {value} |"], results=str(doc))
+  text = doc.read_text()
+  assert text.startswith("# Results: toy\n") and text.count("# Results") == 1
+  sections = text.split("\n## ")[1:]
+  assert len(sections) == 2
+  for section, value in zip(sections, (1.5, 2.5)):
+    assert section.startswith("toy_bench, 20") and f"| {value} |" in section
+    assert "- commit: `" in section and "- Machine: cpu x8 (cpu), 2 CPU cores, jax 0.10.2" in section
+    assert "- command: `python " in section
+  assert benchmarking.git_commit() not in ("", "unknown")  # the tests run from the repository's checkout
+  assert (tmp_path / "out" / "toy_bench.json").exists() and (tmp_path / "out" / "toy_bench.md").exists()

@@ -10,9 +10,9 @@ import pytest
 
 import samplers
 from configs import tiny
-from distill import checkpointing, cli, data as data_lib, run
+from distill import api, checkpointing, data as data_lib, run
 from distill.evaluation.distances import TrainingEnergy, energy_distance, sliced_wasserstein2
-from distill.generation import Generator
+from samplers.generator import Generator
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +33,13 @@ def test_best_checkpoint_is_the_lowest_logged_energy(energy_run, tmp_path):
   best = json.load(open(os.path.join(workdir, checkpointing.BEST_FILE)))
   assert best["metric"] == "energy" and best["step"] == min(energies, key=energies.get)
   assert best["value"] == pytest.approx(energies[best["step"]])
-  bundle = samplers.load(cli.export_workdir(workdir, str(tmp_path / "best"), best=True))
+  bundle = samplers.load(api.export(workdir, str(tmp_path / "best"), best=True))
   assert bundle.meta["provenance"]["step"] == best["step"] and bundle.meta["provenance"]["best_by"] == "energy"
 
 
 def test_training_energy_is_the_energy_distance_to_held_out_points(energy_run):
   workdir, config = energy_run
-  sampler = samplers.load(cli.export_workdir(workdir, os.path.join(workdir, "export_last")))
+  sampler = samplers.load(api.export(workdir, os.path.join(workdir, "export_last")))
   evaluator = TrainingEnergy(config.data.source, 64)
   generator = Generator(sampler.network, sampler.shape, sampler.meta["sampler"])
   key = jax.random.key(3)
@@ -77,7 +77,7 @@ def test_a_pipeline_stage_may_export_its_best_checkpoint(tmp_path):
   best = json.load(open(os.path.join(workdir, "only", checkpointing.BEST_FILE)))
   provenance = samplers.load(records["only"]["bundle"]).meta["provenance"]
   assert provenance["best_by"] == "energy" and provenance["step"] == best["step"]
-  again = samplers.load(cli.export_workdir(workdir, str(tmp_path / "again"))).meta["provenance"]
+  again = samplers.load(api.export(workdir, str(tmp_path / "again"))).meta["provenance"]
   assert again["best_by"] == "energy" and again["step"] == best["step"], "`distill export` must follow the stage"
 
 

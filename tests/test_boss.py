@@ -11,7 +11,7 @@ import pytest
 
 import samplers
 from configs import tiny, toy2d_boss
-from distill import cli, run
+from distill import api, cli, run
 from distill.errors import UserError
 
 
@@ -24,7 +24,7 @@ def teacher_bundle(tmp_path_factory):
   config.train.update(num_steps=300, ckpt_every=300, log_every=100)
   config.mesh.data = 1
   run.train(config, workdir)
-  return cli.export_workdir(workdir)
+  return api.export(workdir)
 
 
 def fine_endpoint_error(sampler, reference, noise):
@@ -60,7 +60,7 @@ def test_bellman_grid_and_straightening(teacher_bundle, tmp_path, capsys):
   config.mesh.data = 1
   workdir = str(tmp_path / "boss")
   run.train(config, workdir)
-  tuned = samplers.load(cli.export_workdir(workdir))
+  tuned = samplers.load(api.export(workdir))
   assert tuned.meta["sampler"]["sigmas"] == pytest.approx(grid["sigmas"])
 
   teacher = samplers.load(teacher_bundle)

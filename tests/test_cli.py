@@ -130,6 +130,34 @@ def test_unknown_command_and_help(capsys):
   assert len(lines) == 1 and "unknown command 'nope'" in lines[0] and "train" in lines[0]
   rc, out, err = distill(capsys, "--help")
   assert rc == 0 and out.strip() == cli.USAGE.strip() and err == ""
+  rc, out, err = distill(capsys, "exprot")
+  assert rc == 2 and "did you mean 'export'?" in err
+
+
+@pytest.mark.parametrize("command", ["train", "export", "sample", "eval", "pairs", "boss", "fid", "fid stats",
+                                     "fid convert-weights", "train-classifier", "lpips-weights", "quickstart"])
+def test_every_subcommand_help_lists_each_flag_on_one_line(capsys, command):
+  """`distill COMMAND --help`: a summary line, then one line per flag that the command accepts."""
+  rc, out, err = distill(capsys, *command.split(), "--help")
+  assert rc == 0 and err == "", err
+  lines = out.strip().splitlines()
+  assert lines[0].startswith(f"distill {command}: ") and lines[2] == "flags:"
+  flag_lines = [line for line in lines[3:] if not line.lstrip().startswith("--config.")]
+  names = [line.split()[0] for line in flag_lines]
+  assert all(n.startswith("--") for n in names) and len(set(names)) == len(names) >= 2
+  assert set(HELP_FLAGS[command]) <= set(names), names
+
+
+HELP_FLAGS = {"train": ["--config", "--workdir", "--overwrite", "--coordinator"],
+              "export": ["--workdir", "--out", "--step", "--best", "--stablehlo"],
+              "sample": ["--sampler", "--num", "--out", "--steps", "--seed", "--labels"],
+              "eval": ["--workdir", "--sampler", "--data", "--solver", "--features", "--straightness"],
+              "pairs": ["--teacher", "--teacher_workdir", "--out", "--num", "--solver", "--rtol"],
+              "boss": ["--sampler", "--steps", "--out", "--bundle_out"],
+              "fid": ["--sampler", "--workdir", "--samples", "--features", "--ref", "--save_samples"],
+              "fid stats": ["--data", "--out", "--features", "--keep"], "fid convert-weights": ["--pth", "--out"],
+              "train-classifier": ["--data", "--out", "--steps", "--holdout"],
+              "lpips-weights": ["--vgg", "--lin", "--out"], "quickstart": ["--workdir", "--data"]}
 
 
 def test_progress_prints_to_the_current_stdout(capsys):
@@ -153,9 +181,12 @@ def test_contract_commands_end_to_end(tmp_path):
             f"--config.data.source=npz:{npz}", "--config.train.num_steps=30", "--config.train.eval_every=0"], env=env)
   assert r.returncode == 0, r.stdout + r.stderr
   assert "trained to step 30" in r.stdout
-  r = _run([DISTILL, "export", "--workdir", workdir, "--out", bundle], env=env)
+  r = _run([DISTILL, "export", "--workdir", workdir, "--out", bundle, "--stablehlo"], env=env)
   assert r.returncode == 0, r.stdout + r.stderr
   assert os.path.isfile(bundle / "sampler.json")
+  default_steps = json.load(open(bundle / "sampler.json"))["default_steps"]
+  for k in (1, default_steps):  # the contract's files; tests/test_stablehlo.py samples them without the project
+    assert os.path.getsize(bundle / "stablehlo" / f"steps_{k}.bin") > 0
 
   # sample, eval and a plain Python import of the bundle, concurrently.
   code = ("import samplers, jax; s = samplers.load(%r); print(s.sample(jax.random.key(0), 40, steps=10).shape)"

@@ -9,7 +9,8 @@ from scipy.spatial.distance import cdist
 from scipy.stats import norm
 
 from distill.evaluation import (energy_distance, image_grid, projected_energy_distance, random_directions,
-                                save_image_grid, save_scatter, sliced_wasserstein2, to_uint8, two_sample_report)
+                                save_image_grid, save_scatter, sliced_wasserstein2, two_sample_report)
+from distill.images import to_float, to_uint8
 
 
 def _cloud(n, d=2, seed=0, shift=0.0):
@@ -139,6 +140,8 @@ def test_image_grid_shape_and_placement():
 def test_to_uint8():
   np.testing.assert_array_equal(to_uint8(np.array([-1.0, 1.0, 0.0])), [0, 255, 128])
   np.testing.assert_array_equal(to_uint8(np.array([-2.0, 2.0])), [0, 255])
+  every_byte = np.arange(256, dtype=np.uint8)
+  np.testing.assert_array_equal(to_uint8(to_float(every_byte)), every_byte)  # the two directions are inverse
 
 
 @pytest.mark.parametrize("channels, mode", [(1, "L"), (3, "RGB")])

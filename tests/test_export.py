@@ -20,9 +20,9 @@ from flax import nnx
 
 import samplers
 from configs import tiny
-from distill import checkpointing, cli, run
+from distill import api, checkpointing, cli, run
 from distill.errors import UserError
-from distill.generation import sigma_grid
+from samplers.generator import sigma_grid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,7 +33,7 @@ def points_bundle(tmp_path_factory):
   root = tmp_path_factory.mktemp("points")
   workdir = str(root / "run")
   run.train(tiny.get_config(), workdir)
-  out = cli.export_workdir(workdir, str(root / "bundle"))
+  out = api.export(workdir, str(root / "bundle"))
   assert out == str(root / "bundle")
   return workdir, out
 
@@ -98,7 +98,7 @@ def test_samples_use_per_sample_keys(points_bundle):
   # Across the generator's chunk boundary (1000 rows): rows 1000.. equal a generation starting at index 1000.
   big = s.sample(key, 1003, steps=4)
   np.testing.assert_allclose(big[:256], full, rtol=1e-4, atol=1e-4)
-  tail = s._generator.generate(s.params, key, 3, 4, first_index=1000)
+  tail = s.generator.generate(s.params, key, 3, 4, first_index=1000)
   np.testing.assert_allclose(big[1000:], tail, rtol=1e-4, atol=1e-4)
 
 
@@ -126,7 +126,7 @@ def test_with_sampler_swaps_the_solver_and_counts_network_evaluations(points_bun
   # Both end with one Euler step from the grid's last positive level to sigma = 0, so they differ by Heun's error.
   errors = [np.max(np.abs(heun.sample(key, 64, steps=n) - rk45.sample(key, 64, steps=n))) for n in (4, 16)]
   assert errors[1] < errors[0] / 4
-  row = cli.evaluate_sampler(rk45, "toy:moons", 64, [4], seed=3)[0]
+  row = api.evaluate(rk45, "toy:moons", 64, [4], seed=3)[0]
   assert row["solver"] == "rk45" and row["nfe"] == round(float(np.mean(nfe_rk)), 1)
 
   # The loaded bundle and its file are unchanged; bad settings are user errors.
@@ -212,16 +212,16 @@ def test_corrupt_or_missing_bundles_are_user_errors(points_bundle, tmp_path):
 def test_export_of_a_workdir_without_checkpoint_or_step(points_bundle, tmp_path):
   workdir = points_bundle[0]
   with pytest.raises(UserError, match="has no checkpoint at step 7"):
-    cli.export_workdir(workdir, str(tmp_path / "b"), step=7)
+    api.export(workdir, str(tmp_path / "b"), step=7)
   empty = str(tmp_path / "empty")
   checkpointing.prepare_workdir(empty, tiny.get_config().to_dict(), overwrite=False)
   with pytest.raises(UserError, match="has no checkpoint"):
-    cli.export_workdir(empty, str(tmp_path / "b"))
+    api.export(empty, str(tmp_path / "b"))
   with pytest.raises(UserError, match="not a training workdir"):
-    cli.export_workdir(str(tmp_path / "nothing"), str(tmp_path / "b"))
+    api.export(str(tmp_path / "nothing"), str(tmp_path / "b"))
   assert not os.path.exists(tmp_path / "b")
   # An explicit older step exports that step.
-  out = cli.export_workdir(workdir, str(tmp_path / "b10"), step=10)
+  out = api.export(workdir, str(tmp_path / "b10"), step=10)
   assert samplers.load(out).meta["provenance"]["step"] == 10
 
 
@@ -245,7 +245,7 @@ def test_image_bundle_conditional_and_guided(tmp_path):
   workdir = str(tmp_path / "run")
   state = run.train(config, workdir)
   assert int(state.step) == 3
-  bundle = cli.export_workdir(workdir, str(tmp_path / "bundle"))
+  bundle = api.export(workdir, str(tmp_path / "bundle"))
   s = samplers.load(bundle)
   assert s.kind == "images" and s.shape == (8, 8, 1) and s.num_classes == 4
   assert s.meta["model"]["name"] == "unet" and s.meta["model"]["num_classes"] == 4

@@ -12,10 +12,10 @@ import pytest
 
 import samplers
 from configs import tiny
-from distill import cli, run
+from distill import api, cli, run
 from distill.errors import UserError
 from distill.evaluation import classifier as classifier_lib, features as features_lib, fid
-from distill.generation import Generator
+from samplers.generator import Generator
 
 NUM_CLASSES = 4
 
@@ -143,7 +143,7 @@ def trained(data_npz, classifier_dir, tmp_path_factory):
   config = image_config(data_npz)
   config.eval.update(fid_every=2, fid_features=f"classifier:{classifier_dir}", fid_num=12)
   run.train(config, workdir)
-  return workdir, cli.export_workdir(workdir)
+  return workdir, api.export(workdir)
 
 
 def test_in_training_fid_logs_and_keeps_the_best(trained, tmp_path):
@@ -154,7 +154,7 @@ def test_in_training_fid_logs_and_keeps_the_best(trained, tmp_path):
   best = json.load(open(os.path.join(workdir, "best.json")))
   assert best["step"] == min(fids, key=fids.get) and best["value"] == pytest.approx(fids[best["step"]])
   assert best["metric"] == "fid"
-  bundle = cli.export_workdir(workdir, str(tmp_path / "best"), best=True)
+  bundle = api.export(workdir, str(tmp_path / "best"), best=True)
   assert samplers.load(bundle).meta["provenance"]["step"] == best["step"]
 
 
@@ -178,7 +178,7 @@ def test_sampler_stream_does_not_depend_on_chunking(trained):
   np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), whole[0][1])
   np.testing.assert_array_equal(whole[0][1], np.arange(11) % NUM_CLASSES)
   diff = np.abs(np.concatenate([p[0] for p in parts]).astype(int) - whole[0][0].astype(int))
-  assert diff.max() <= 1  # uint8 rounding of float samples equal up to float rounding (see generation.py)
+  assert diff.max() <= 1  # uint8 rounding of float samples equal up to float rounding (see samplers/generator.py)
   assert whole[0][0].dtype == np.uint8 and whole[0][0].shape == (11, 8, 8, 1)
 
 

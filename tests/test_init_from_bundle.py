@@ -10,7 +10,7 @@ from flax import nnx
 
 import samplers
 from configs import common, tiny
-from distill import cli, objectives, run
+from distill import api, objectives, run
 from distill import sharding as sharding_lib
 from distill.data import DataSpec
 from distill.errors import UserError
@@ -27,7 +27,7 @@ def other_bundle(tmp_path_factory):
   config = tiny.get_config()
   config.seed, config.train.num_steps = 7, 5
   run.train(config, workdir)
-  return cli.export_workdir(workdir)
+  return api.export(workdir)
 
 
 def _initial_params(config, teacher=None) -> dict:

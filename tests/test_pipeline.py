@@ -3,12 +3,12 @@
 import pytest
 
 from configs import toy2d_sid
-from distill import pipeline, run
+from distill import pipeline, pipeline_config, run
 from distill.errors import UserError
 
 
 def _resolved(config, name):
-  pipeline.resolve_seeds(config)
+  pipeline_config.resolve_seeds(config)
   return pipeline.stage_training_config(config, config.stages[name], "/w", {"teacher": "/w/teacher/export"})
 
 
@@ -58,7 +58,7 @@ def test_resolved_seeds_are_what_a_workdir_records(tmp_path):
   config = toy2d_sid.get_config()
   config.seed = 4
   config.stages.teacher.config.seed = 9
-  pipeline.resolve_seeds(config)
+  pipeline_config.resolve_seeds(config)
   assert config.stages.distill.config.seed == 4 and config.stages.teacher.config.seed == 9
 
   older = toy2d_sid.get_config()  # what a workdir written before INHERIT_SEED recorded: the pipeline seed everywhere
@@ -68,5 +68,5 @@ def test_resolved_seeds_are_what_a_workdir_records(tmp_path):
   current = toy2d_sid.get_config()
   with pytest.raises(UserError, match="seed"):
     checkpointing.prepare_workdir(str(tmp_path), current.to_dict(), overwrite=False)
-  pipeline.resolve_seeds(current)
+  pipeline_config.resolve_seeds(current)
   checkpointing.prepare_workdir(str(tmp_path), current.to_dict(), overwrite=False)

@@ -13,9 +13,9 @@ import pytest
 
 import samplers
 from configs import common, tiny
-from distill import cli, pairs, run
+from distill import api, cli, pairs, run
 from distill.errors import UserError
-from distill.generation import Generator
+from samplers.generator import Generator
 from distill.objectives import reflow
 from distill.analytic import empirical_denoiser, gaussian_mixture_denoiser
 from distill.evaluation.straightness import straightness
@@ -88,7 +88,7 @@ def test_pair_source_and_foreign_teacher(teacher_bundle, tmp_path):
   other.seed = 1
   other.train.num_steps = 2
   run.train(other, other_dir)
-  config.teacher.bundle = cli.export_workdir(other_dir)
+  config.teacher.bundle = api.export(other_dir)
   with pytest.raises(UserError, match="was made by teacher"):
     run.build_run(config)
 
@@ -242,7 +242,7 @@ def test_straightness_drops_after_one_reflow(tmp_path):
   config.mesh.data = 1  # XLA's CPU all-reduce across 8 fake devices on 2 cores can stall at this model size
   workdir = str(tmp_path / "reflow")
   run.train(config, workdir)
-  student = samplers.load(cli.export_workdir(workdir))
+  student = samplers.load(api.export(workdir))
 
   z = jax.random.normal(jax.random.key(1), (2048, 2))
   grid = np.linspace(1e-3, 1.0, 101)

@@ -20,7 +20,7 @@ import pytest
 
 import samplers
 from configs import common, tiny
-from distill import cli, run
+from distill import api, cli, run
 from distill.data import DataSpec
 from distill.errors import UserError
 from distill.objectives import SCORE_DISTILLATION_BUILDER_KEYS, build
@@ -368,7 +368,7 @@ def test_two_time_scale_schedule_and_one_step_export(tiny_teacher_bundle, tmp_pa
   assert all("disc/loss" in r for r in rows.values())
   assert [s for s, r in sorted(rows.items()) if "generator/loss" in r] == [5, 10]  # the generator every fifth
 
-  bundle = cli.export_workdir(workdir, str(tmp_path / "export"))
+  bundle = api.export(workdir, str(tmp_path / "export"))
   sampler = samplers.load(bundle)
   assert sampler.nfe(None) == 1 and sampler.meta["sampler"]["sigma_max"] == 80.0
   x = sampler.sample(jax.random.key(3), 16)

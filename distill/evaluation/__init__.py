@@ -3,7 +3,7 @@ frechet.py, precision_recall.py, kid.py, classifier.py, inception_weights.py).""
 
 from distill.evaluation.distances import (energy_distance, projected_energy_distance, random_directions,
                                          sliced_wasserstein2, two_sample_report)
-from distill.evaluation.plots import image_grid, save_curve, save_image_grid, save_scatter, to_uint8
+from distill.evaluation.plots import image_grid, save_curve, save_image_grid, save_scatter
 
 __all__ = [
     "energy_distance",
@@ -14,6 +14,5 @@ __all__ = [
     "save_image_grid",
     "save_scatter",
     "sliced_wasserstein2",
-    "to_uint8",
     "two_sample_report",
 ]

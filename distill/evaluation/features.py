@@ -63,7 +63,7 @@ class FeatureExtractor:
                       f"got {images.shape[1:]}")
 
   def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
-    from distill.generation import to_host
+    from distill.sharding import to_host
 
     images = np.asarray(images)
     self._check(images)

@@ -116,7 +116,7 @@ def sampler_stream(sampler, num: int, steps: int | None = None, seed: int = 0, c
                    keep_images: list | None = None) -> Stream:
   """`num` uint8 samples of an exported sampler (sample i from fold_in(key(seed), i)); conditional samplers get
   balanced labels i mod num_classes. Chunks are appended to `keep_images` when given (for saving)."""
-  from distill.generation import default_labels
+  from samplers.generator import default_labels
 
   import jax
 
@@ -248,8 +248,8 @@ class TrainingFID:
     self.num, self.steps = num, steps
 
   def __call__(self, generator, params, key) -> dict:
-    from distill.evaluation.plots import to_uint8
-    from distill.generation import default_labels
+    from distill.images import to_uint8
+    from samplers.generator import default_labels
 
     def stream():
       for start in range(0, self.num, CHUNK):

@@ -61,15 +61,6 @@ def save_image_grid(path: str, images_uint8: np.ndarray) -> None:
   Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
 
 
-def to_uint8(x: np.ndarray) -> np.ndarray:
-  """Map float images in [-1, 1] to uint8 exactly as EDM does.
-
-    Computes clip(x * 127.5 + 128, 0, 255) and truncates, which equals rounding
-    x * 127.5 + 127.5 half-up: -1 -> 0, 0 -> 128, 1 -> 255.
-    """
-  return np.clip(np.asarray(x) * 127.5 + 128, 0, 255).astype(np.uint8)
-
-
 def save_curve(path: str, xs, ys_by_label: dict[str, list], xlabel: str, ylabel: str, log_x: bool = False) -> None:
   """Save a line plot (markers at the points) of each labelled series against `xs`."""
   fig = Figure(figsize=(5, 3.5))

@@ -10,10 +10,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-import samplers
+from distill.sharding import to_host
+from samplers.adaptive import rk45
+from samplers.grids import edm_sigmas, explicit_sigmas, uniform_t_sigmas
+from samplers.guidance import classifier_free_guidance
+from samplers.ode import nfe as solver_nfe
+from samplers.sampling import initial_noise, num_renoise, renoise, sample_keys, solve_from_noise
 
 
 def sigma_grid(sampler_config, steps: int | None = None) -> np.ndarray:
@@ -23,24 +27,17 @@ def sigma_grid(sampler_config, steps: int | None = None) -> np.ndarray:
   steps = int(steps or cfg["steps"])
   grid = cfg["grid"]
   if grid == "edm":
-    return samplers.edm_sigmas(steps, cfg.get("sigma_min", 0.002), cfg.get("sigma_max", 80.0), cfg.get("rho", 7.0))
+    return edm_sigmas(steps, cfg.get("sigma_min", 0.002), cfg.get("sigma_max", 80.0), cfg.get("rho", 7.0))
   if grid == "uniform_t":
-    return samplers.uniform_t_sigmas(steps, cfg.get("t_eps", 1e-3))
+    return uniform_t_sigmas(steps, cfg.get("t_eps", 1e-3))
   if grid == "explicit":
-    return samplers.explicit_sigmas(cfg["sigmas"])
+    return explicit_sigmas(cfg["sigmas"])
   raise ValueError(f"unknown sampler grid {grid!r}; choose edm, uniform_t or explicit")
 
 
 def default_labels(indices: np.ndarray, num_classes: int) -> np.ndarray:
   """Balanced labels for class-conditional sampling when none are given: index mod num_classes."""
   return (indices % num_classes).astype(np.int32)
-
-
-def to_host(x: jax.Array) -> np.ndarray:
-  """The full value of a (possibly multi-process) sharded array on every process."""
-  if x.is_fully_addressable:
-    return np.asarray(jax.device_get(x))
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 class Generator:
@@ -65,28 +62,46 @@ class Generator:
     if solver == "rk45":
       return None
     per_step = 2 if self._guided() else 1
-    return samplers.nfe(solver, grid) * per_step
+    return solver_nfe(solver, grid) * per_step
 
   def _guided(self) -> bool:
     return bool(self.num_classes) and float(self.config.get("guidance", 1.0)) != 1.0
 
+  def from_noise(self, steps: int | None = None):
+    """The pure sampling function at `steps`: f(params, noise, labels, renoises) -> (float32 samples in data space,
+    int32 network evaluations per sample), from standard-normal noise (B, *shape), labels (B,) or None, and for the
+    student solver its renoise draws (num_renoise(grid), B, *shape) (None otherwise). Jit-able and exportable."""
+    grid = sigma_grid(self.config, steps)
+    solver, guided = self.config["solver"], self._guided()
+    nfe = self.nfe(steps)
+
+    def f(params, noise, labels, renoises=None):
+      denoise = lambda x, s, c: self.network.denoise(params, x, s, c)
+      if guided:
+        denoise = classifier_free_guidance(denoise, float(self.config["guidance"]), self.num_classes)
+      if solver == "rk45":
+        x, counts = rk45(denoise, grid[0] * noise, grid, labels, rtol=float(self.config.get("rtol", 1e-5)),
+                         atol=float(self.config.get("atol", 1e-5)))
+        return x.astype(jnp.float32), counts * (2 if guided else 1)
+      x = solve_from_noise(denoise, noise, grid, solver, labels, renoises)
+      return x, jnp.full(noise.shape[:1], nfe, jnp.int32)
+
+    return f
+
+  def num_renoise(self, steps: int | None = None) -> int:
+    """Fresh noise draws per sample besides the initial noise (only the multistep student solver takes any)."""
+    return num_renoise(sigma_grid(self.config, steps)) if self.config["solver"] == "student" else 0
+
   def _fn(self, steps):
     if steps not in self._compiled:
-      grid = sigma_grid(self.config, steps)
-      solver = self.config["solver"]
-      network, shape = self.network, self.shape
+      sample, shape, draws = self.from_noise(steps), self.shape, self.num_renoise(steps)
 
       def run(params, key, indices, labels):
-        denoise = lambda x, s, c: network.denoise(params, x, s, c)
-        if self._guided():
-          denoise = samplers.classifier_free_guidance(denoise, float(self.config["guidance"]), self.num_classes)
-        noise = samplers.initial_noise(samplers.sample_keys(key, indices), shape)
-        if solver == "rk45":
-          x, nfe = samplers.rk45(denoise, grid[0] * noise, grid, labels, rtol=float(self.config.get("rtol", 1e-5)),
-                                 atol=float(self.config.get("atol", 1e-5)))
-          return x.astype(jnp.float32), noise, nfe * (2 if self._guided() else 1)
-        x = samplers.solve(denoise, key, indices, shape, grid, solver=solver, cond=labels)
-        return x, noise, jnp.full(indices.shape, self.nfe(steps), jnp.int32)
+        keys = sample_keys(key, indices)
+        noise = initial_noise(keys, shape)
+        renoises = jax.vmap(lambda k: renoise(keys, k, shape))(jnp.arange(draws)) if draws else None
+        x, nfe = sample(params, noise, labels, renoises)
+        return x, noise, nfe
 
       self._compiled[steps] = jax.jit(run, out_shardings=self.batch_sharding)
     return self._compiled[steps]
