@@ -1,11 +1,13 @@
 """MNIST SlimFlow pipeline: U-Net teacher -> 10k teacher pairs -> annealing reflow of a student about half the
 teacher's size from scratch -> flow-guided distillation of that student into one step (guided by its own 2-RF).
 
-  distill train --config configs/mnist_slimflow.py --workdir runs/mnist_slimflow \
+  distill train --config configs/mnist_slimflow.py --workdir runs/mnist_slimflow \\
       --config.data.source=npz:../shared/data/mnist10k.npz [--config.teacher.workdir=runs/mnist]
 
 The student has channels (12, 24, 48): 0.36M parameters, 56% of the teacher's 0.64M. Annealing: beta falls linearly
 from 1 (independent coupling on teacher samples) to 0 (pure reflow) over the first 60% of training.
+
+Results: scripts/benchmark_reflow_mnist.py scores it against the teacher and appends each run to docs/results/reflow.md.
 """
 
 import ml_collections

@@ -7,6 +7,8 @@ pairs -> one-step distillation (t = eps). The exported model samples in one Eule
 
 Stages run in WORKDIR/<stage>; WORKDIR/pipeline.json records teacher checksums, solvers, NFE and seeds. A few minutes
 on 2 CPU cores.
+
+Results: scripts/benchmark_reflow_2d.py runs it on three toys and appends each run to docs/results/reflow.md.
 """
 
 from configs import common, toy2d_teacher

@@ -1,11 +1,13 @@
 """Shared builder of the 2-D score-distillation pipelines (configs/toy2d_uni_instruct.py, toy2d_sid.py,
-toy2d_sida.py, toy2d_dmd2.py): the flow-matching teacher of configs/toy2d_teacher.py, then a one-step generator distilled from it
-with a method preset of configs/common.py. Generator, fake score and discriminator copy the teacher's MLP.
+toy2d_sida.py, toy2d_dmd2.py): the flow-matching teacher of configs/toy2d_teacher.py, then a one-step generator
+distilled from it with a method preset of configs/common.py. Generator, fake score and discriminator copy the
+teacher's MLP.
 
-The generator's energy distance to 65536 held-out data points (the exact projection formula, about 3 s) is measured
-every 250 steps and the best checkpoint is the exported student: one-step generators oscillate by several times the
-teacher's distance from one evaluation to the next, as image students do in FID, where the best-FID checkpoint is
-kept. At 4000 points the selection was noise-dominated: a checkpoint picked at 0.00063 scored 0.00098 at 131072."""
+The generator's energy distance to 65536 held-out data points (the exact projection formula) is measured every 250
+steps and the best checkpoint is the exported student: one-step generators oscillate by several times the teacher's
+distance from one evaluation to the next, as image students do in FID, where the best-FID checkpoint is kept. At 4000
+points the selection was noise-dominated (docs/results/score_distillation.md, section score_2d, 2026-11-29, commit
+b0bf642)."""
 
 import ml_collections
 

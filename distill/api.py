@@ -58,12 +58,13 @@ def train(config, workdir: str, overwrite: bool = False, log=print) -> dict:
 
 
 def export(workdir: str, out: str | None = None, step: int | None = None, best: bool = False,
-           stablehlo: bool = False, stablehlo_batch: int | None = None, log=print) -> str:
+           stablehlo: bool = False, stablehlo_steps=None, log=print) -> str:
   """Export `workdir`'s EMA model as a sampler bundle (distill/exporting.py); with `stablehlo` also
-  OUT/stablehlo/steps_<K>.bin for K = 1 and the default step count (samplers/stablehlo.py). Returns the bundle."""
+  OUT/stablehlo/steps_<K>.bin for each K in `stablehlo_steps` (default: 1 and the default step count;
+  samplers/stablehlo.py). Returns the bundle."""
   bundle = export_workdir(workdir, out, step, best, log=log)
   if stablehlo:
-    written = export_stablehlo(samplers.load(bundle), batch_size=stablehlo_batch)
+    written = export_stablehlo(samplers.load(bundle), stablehlo_steps)
     log(f"StableHLO sampler for {', '.join(str(k) for k in written)} steps in {os.path.join(bundle, 'stablehlo')}")
   return bundle
 

@@ -153,3 +153,15 @@ def test_the_checker_sees_circles_and_local_imports(tmp_path):
   assert cycles(graph) == [["other", "pkg", "pkg.a", "pkg.b", "pkg.c"]]
   del modules["other"]
   assert cycles(import_graph(modules)) == []
+
+
+def test_config_docstrings_say_what_and_how_in_at_most_15_lines():
+  """Configs say what they are, how to run them and their headline; measurements live in docs/results/."""
+  long = {}
+  for name in sorted(os.listdir(os.path.join(REPO, "configs"))):
+    if name.endswith(".py"):
+      with open(os.path.join(REPO, "configs", name)) as f:
+        doc = ast.get_docstring(ast.parse(f.read())) or ""
+      if len(doc.splitlines()) > 15:
+        long[name] = len(doc.splitlines())
+  assert long == {}
