@@ -25,15 +25,11 @@ import os
 import sys
 import time
 
-# TensorFlow (imported by clu's metric writers) prints C++ start-up banners unless told not to; keep the user's own
-# setting when there is one.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from distill import cli_fid  # noqa: E402
-from distill.cli_flags import HelpRequested, parse_flags, require_flags  # noqa: E402
-from distill.errors import UserError  # noqa: E402
+from distill import cli_fid
+from distill.cli_flags import HelpRequested, parse_flags, require_flags
+from distill.errors import UserError
 
 USAGE = __doc__
 

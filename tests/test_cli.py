@@ -181,6 +181,7 @@ def test_contract_commands_end_to_end(tmp_path):
             f"--config.data.source=npz:{npz}", "--config.train.num_steps=30", "--config.train.eval_every=0"], env=env)
   assert r.returncode == 0, r.stdout + r.stderr
   assert "trained to step 30" in r.stdout
+  assert "oneDNN" not in r.stderr and "InitializeLog" not in r.stderr, r.stderr  # no TensorFlow banners
   r = _run([DISTILL, "export", "--workdir", workdir, "--out", bundle, "--stablehlo"], env=env)
   assert r.returncode == 0, r.stdout + r.stderr
   assert os.path.isfile(bundle / "sampler.json")
