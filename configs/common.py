@@ -190,6 +190,33 @@ def pipeline(stages: dict, data_source: str) -> ml_collections.ConfigDict:
   return c
 
 
+def pool_section(layers, **overrides) -> ml_collections.ConfigDict:
+  """objective.pool: a discriminator pool on the teacher's feature `layers` (distill/pool.py; names: the teacher
+  model's feature_names(), e.g. block0.. for the MLP, level0.., mid for the U-Net) and its term in the student's loss
+  (distill/objectives/adversarial.py). start -1: when the base objective's warm-up ends; max_memory_gb 0: the
+  device's memory."""
+  return ml_collections.ConfigDict(dict(
+      layers=tuple(layers), kinds=("global",), groups=4, heads_per_slot=4, sample_per_slot=1, refresh=0.01, loss="ns",
+      r1_weight=0.0, hidden=64, t_dist="groups", u_min=0.02, u_max=0.98, logit_mean=0.0, logit_std=1.0, shift=1.0,
+      weight=1.0, weight_mode="fixed", calibration_steps=100, learning_rate=1e-4, b1=0.0,
+      b2=0.99, start=-1, max_memory_gb=0.0) | overrides)
+
+
+def adversarial_objective(pool: ml_collections.ConfigDict, levels=(999.0,), level_probs=(1.0,),
+                          **overrides) -> ml_collections.ConfigDict:
+  """objective section of pure adversarial distillation (objectives/adversarial.py: NitroFusion / LADD): the student
+  (from the teacher) at EDM noise `levels` (levels[0]: the one-step level), judged by the pool, optional regression
+  to the paired teacher sample."""
+  return ml_collections.ConfigDict(dict(
+      name="adversarial", init="teacher", levels=tuple(levels), level_probs=tuple(level_probs), regression_weight=0.0,
+      regression_distance="l2", lpips_weights="", lpips_resize=0, pool=pool) | overrides)
+
+
+def schedule_sampler(c: ml_collections.ConfigDict, levels, steps: int = 1) -> None:
+  """Export a few-step student with its trained levels: `sample(..., steps=k)` for k = 1..len(levels)."""
+  c.sampler.update(solver="student", grid="schedule", sigmas=tuple(float(v) for v in levels), steps=steps)
+
+
 def boss_objective(bellman_file: str = "") -> ml_collections.ConfigDict:
   """objective section of the BOSS straightening fine-tune (distill/objectives/boss.py) on a `distill boss` grid."""
   return ml_collections.ConfigDict(dict(name="boss", bellman_file=bellman_file, init="teacher"))

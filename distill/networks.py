@@ -82,11 +82,17 @@ class Network:
 
   def raw(self, params, x_in, c_noise, cond=None, *, train=False, rng=None):
     """The bare network on preconditioned inputs, run in `compute_dtype` (its output too; callers cast back)."""
+    module, x_in = self._in_compute_dtype(params, x_in)
+    return module(x_in, c_noise, cond, train=train, rng=rng)
+
+  def _in_compute_dtype(self, params, x_in):
+    """(the module with its parameters in compute_dtype, x_in in compute_dtype); c_noise stays float32 (the
+    embedding casts)."""
     dtype = COMPUTE_DTYPES[self.compute_dtype]
     if dtype != jnp.float32:
       cast = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
-      params, x_in = jax.tree.map(cast, params), cast(x_in)  # c_noise stays float32 (the embedding casts)
-    return nnx.merge(self.graphdef, params)(x_in, c_noise, cond, train=train, rng=rng)
+      params, x_in = jax.tree.map(cast, params), cast(x_in)
+    return nnx.merge(self.graphdef, params), x_in
 
   def same_architecture(self, other: "Network") -> bool:
     """Same model, arguments and parameterisation (parameters interchangeable), whatever the compute dtypes."""
@@ -116,6 +122,27 @@ class Network:
     x0 = self.denoise(params, diffusion.edm_from_rf(x_rf, t), diffusion.sigma_from_rf_time(t), cond,
                       train=train, rng=rng)
     return diffusion.velocity_from_denoised(x_rf, t, x0)
+
+  def feature_names(self) -> tuple[str, ...]:
+    """The intermediate activations `features` can return, shallow to deep (the model's feature_names())."""
+    return nnx.merge(self.graphdef, self.abstract_params()).feature_names()
+
+  def check_feature_names(self, names) -> None:
+    """A ValueError naming the valid layers when any of `names` is not one."""
+    valid = self.feature_names()
+    unknown = [n for n in names if n not in valid]
+    if unknown or not names:
+      raise ValueError(f"unknown feature layer(s) {unknown or list(names)} for model {self.model_name!r}; valid: "
+                       f"{', '.join(valid)}")
+
+  def features(self, params, x, sigma, cond=None, names=()) -> dict:
+    """{name: float32 activation} of the frozen network at (x; sigma) on the EDM path, from a forward that stops
+    at the deepest requested layer. Gradients flow to x, never to `params` (stop-gradient)."""
+    self.check_feature_names(names)
+    x_in, c_noise = self.parameterization.network_inputs(x, sigma)
+    module, x_in = self._in_compute_dtype(jax.lax.stop_gradient(params), x_in)
+    out = module.features(x_in, c_noise, cond, tuple(names))
+    return {k: v.astype(jnp.float32) for k, v in out.items()}
 
   def num_params(self) -> int:
     return sum(int(x.size) for x in jax.tree.leaves(self.abstract_params()))

@@ -127,10 +127,13 @@ def train(config, workdir: str, overwrite: bool = False) -> TrainState:
       report_progress(done)
       if done % tc.log_every == 0 or done == tc.num_steps:
         _check_finite(state, ckpts)
-        scalars = _average(jax.device_get(pending))
+        host = jax.device_get(pending)
+        scalars, histograms = _average(host), {k: v for k, v in host[-1].items() if np.ndim(v) > 0}
         pending = []
         progress.report(done, scalars)
         writer.write_scalars(done, scalars)
+        if histograms:  # e.g. the discriminator pool's head ages
+          writer.write_histograms(done, histograms)
       if tc.eval_every and (done % tc.eval_every == 0 or done == tc.num_steps):
         report = evaluate(run, state, done, os.path.join(workdir, "plots"), config.eval.num_samples)
         writer.write_scalars(done, {f"eval/{k}": v for k, v in report.items() if k != "plot"})
@@ -182,11 +185,12 @@ def _evaluate_and_keep_best(run: Run, state: TrainState, step: int, evaluator, b
 
 
 def _average(metrics: list[dict]) -> dict:
-  """Mean of each metric over the steps in which its group was updated (groups may skip steps)."""
+  """Mean of each scalar metric over the steps in which its group was updated (groups may skip steps); array metrics
+  (histograms) are left out."""
   out = {}
   keys = metrics[0].keys()
   for key in keys:
-    if key.endswith("/updated"):
+    if key.endswith("/updated") or np.ndim(metrics[0][key]) > 0:
       continue
     group = key.split("/")[0]
     weights = np.array([m.get(f"{group}/updated", 1.0) for m in metrics])

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from distill import sharding as sharding_lib
-from distill.objectives.base import Objective
+from distill.objectives.base import UPDATE_MASK, Objective
 
 
 @flax.struct.dataclass
@@ -73,6 +73,28 @@ def ema_decay(ema_config: dict, step: jax.Array) -> jax.Array:
 
 def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _broadcast_mask(mask, tree):
+  """`mask` (a pytree prefix of `tree` with boolean (K,) leaves) expanded to every leaf of `tree`, shaped to
+  broadcast against it."""
+  expand = lambda m, sub: jax.tree.map(lambda x: m.reshape(m.shape + (1,) * (x.ndim - m.ndim)), sub)
+  return jax.tree.map(expand, mask, tree)
+
+
+def _select(mask, new, old):
+  """new where the (prefix) mask is True, old elsewhere."""
+  full = _broadcast_mask(mask, new)
+  return jax.tree.map(lambda m, n, o: jnp.where(m, n, o), full, new, old)
+
+
+def _select_opt_state(tx, mask, new_opt, old_opt, params):
+  """new_opt on the parameter-shaped parts of an optax state (Adam's moments) where the prefix `mask` over `params`
+  is True, old_opt elsewhere; non-parameter parts (step counts) always from new_opt."""
+  full = _broadcast_mask(mask, params)
+  state_mask = optax.tree_utils.tree_map_params(tx, lambda _, m: m, new_opt, full,
+                                                transform_non_params=lambda _: jnp.ones((), bool))
+  return jax.tree.map(lambda m, n, o: jnp.where(m, n, o), state_mask, new_opt, old_opt)
 
 
 class Trainer:
@@ -151,43 +173,59 @@ class Trainer:
   # ----- the step ----------------------------------------------------------------------------------------------
 
   def _group_update(self, name, group, state, params, teacher_params, batch, rng):
-    """One optimizer step of group `name`; returns (params, opt_state, ema, metrics, finite)."""
+    """One optimizer step of group `name` (masked and post-transformed as the objective asks, see
+    objectives/base.py); returns (params, opt_state, ema, aux, metrics, finite)."""
+    k_loss, k_post = jax.random.split(rng) if hasattr(self.objective, "post_group_update") else (rng, None)
 
     def loss_fn(p):
-      return self.objective.loss(name, {**params, name: p}, state.aux, teacher_params, batch, rng, state.step)
+      return self.objective.loss(name, {**params, name: p}, state.aux, teacher_params, batch, k_loss, state.step)
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params[name])
-    updates, new_opt = self.txs[name].update(grads, state.opt_state[name], params[name])
+    metrics = dict(metrics)
+    mask = metrics.pop(UPDATE_MASK, None)
+    tx, old_opt = self.txs[name], state.opt_state[name]
+    updates, new_opt = tx.update(grads, old_opt, params[name])
     new_params = optax.apply_updates(params[name], updates)
-    new_ema = optax.incremental_update(new_params, state.ema[name], 1.0 - ema_decay(self.ema_config, state.step))
+    if mask is not None:  # untouched entries keep their parameters and optimizer moments
+      new_params = _select(mask, new_params, params[name])
+      new_opt = _select_opt_state(tx, mask, new_opt, old_opt, new_params)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new_params)
-    old = (params[name], state.opt_state[name], state.ema[name])
-    kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), (new_params, new_opt, new_ema), old)
+    new_params, new_opt = jax.tree.map(lambda n, o: jnp.where(finite, n, o), (new_params, new_opt),
+                                       (params[name], old_opt))
+    aux = state.aux
+    if k_post is not None:
+      new_params, reset, aux, metrics = self.objective.post_group_update(name, new_params, aux, metrics, k_post,
+                                                                         state.step)
+      if reset is not None:  # re-initialised entries start with zero moments
+        zeros = jax.tree.map(jnp.zeros_like, new_opt)
+        new_opt = _select_opt_state(tx, jax.tree.map(jnp.logical_not, reset), new_opt, zeros, new_params)
+    new_ema = optax.incremental_update(new_params, state.ema[name], 1.0 - ema_decay(self.ema_config, state.step))
+    new_ema = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_ema, state.ema[name])
     metrics = {"loss": loss, "grad_norm": grad_norm, **metrics}
-    return (*kept, metrics, finite)
+    return new_params, new_opt, new_ema, aux, metrics, finite
 
   def _train_step(self, state: TrainState, teacher_params, batch):
     rng = jax.random.fold_in(jax.random.key(self.seed), state.step)
-    params, opt_state, ema = dict(state.params), dict(state.opt_state), dict(state.ema)
+    params, opt_state, ema, aux = dict(state.params), dict(state.opt_state), dict(state.ema), state.aux
     all_metrics, all_finite = {}, jnp.array(True)
     for i, (name, group) in enumerate(self.objective.groups.items()):
-      args = (name, group, state.replace(opt_state=opt_state, ema=ema), params, teacher_params, batch,
+      args = (name, group, state.replace(opt_state=opt_state, ema=ema, aux=aux), params, teacher_params, batch,
               jax.random.fold_in(rng, i))
       if group.every == 1:
-        p, o, e, metrics, finite = self._group_update(*args)
+        p, o, e, aux, metrics, finite = self._group_update(*args)
         active = jnp.array(True)
       else:
         active = state.step % group.every == group.offset
-        shapes = jax.eval_shape(lambda: self._group_update(*args)[3])
-        skipped = lambda: (params[name], opt_state[name], ema[name],
+        shapes = jax.eval_shape(lambda: self._group_update(*args)[4])
+        skipped = lambda: (params[name], opt_state[name], ema[name], aux,
                            jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), jnp.array(True))
-        p, o, e, metrics, finite = jax.lax.cond(active, lambda: self._group_update(*args), skipped)
+        p, o, e, aux, metrics, finite = jax.lax.cond(active, lambda: self._group_update(*args), skipped)
       params[name], opt_state[name], ema[name] = p, o, e
       all_finite &= finite
       all_metrics.update({f"{name}/{k}": v for k, v in metrics.items()})
       all_metrics[f"{name}/updated"] = active.astype(jnp.float32)
-    aux = self.objective.post_update(params, state.aux, state.step)
+    aux = self.objective.post_update(params, aux, state.step)
     first_bad = jnp.where((state.first_bad_step < 0) & ~all_finite, state.step, state.first_bad_step)
     new_state = TrainState(step=state.step + 1, params=params, ema=ema, opt_state=opt_state, aux=aux,
                            first_bad_step=first_bad)

@@ -29,8 +29,27 @@ class MLP(nnx.Module):
   def __call__(self, x_in, c_noise, labels=None, *, train: bool = False, rng=None):
     emb = self.embed(c_noise, labels)
     h = self.inp(x_in)
-    for i, (fc, proj, fc_out) in enumerate(zip(self.hidden, self.emb_proj, self.hidden_out)):
-      u = jax.nn.silu(fc(jax.nn.silu(h)) + proj(emb))
-      u = layers.dropout(u, self.dropout, None if rng is None else jax.random.fold_in(rng, i), train)
-      h = h + fc_out(u)
+    for i in range(len(self.hidden)):
+      h = self._block(i, h, emb, train, None if rng is None else jax.random.fold_in(rng, i))
     return self.out(jax.nn.silu(self.norm_out(h)))
+
+  def _block(self, i, h, emb, train=False, rng=None):
+    u = jax.nn.silu(self.hidden[i](jax.nn.silu(h)) + self.emb_proj[i](emb))
+    return h + self.hidden_out[i](layers.dropout(u, self.dropout, rng, train))
+
+  def feature_names(self) -> tuple[str, ...]:
+    """'input' (the first projection) and 'block<i>' (the residual stream after block i), shallow to deep."""
+    return ("input",) + tuple(f"block{i}" for i in range(len(self.hidden)))
+
+  def features(self, x_in, c_noise, labels=None, names=()) -> dict:
+    """The named activations {name: (B, width)} of an evaluation-mode forward that stops at the deepest one."""
+    emb = self.embed(c_noise, labels)
+    h = self.inp(x_in)
+    out = {"input": h} if "input" in names else {}
+    for i in range(len(self.hidden)):
+      if len(out) == len(names):
+        break
+      h = self._block(i, h, emb)
+      if f"block{i}" in names:
+        out[f"block{i}"] = h
+    return out

@@ -68,7 +68,7 @@ class UNet(nnx.Module):
     channels = tuple(channels)
     attn_resolutions = tuple(attn_resolutions)
     emb_dim = 4 * channels[0]
-    self.num_levels = len(channels)
+    self.num_levels, self.num_blocks = len(channels), num_blocks
     self.embed = layers.NoiseEmbedding(channels[0], emb_dim, num_classes, noise_scale, rngs=rngs)
     self.conv_in = layers.conv(in_channels, channels[0], rngs=rngs)
 
@@ -127,3 +127,28 @@ class UNet(nnx.Module):
       if attn is not None:
         h = attn(h)
     return self.conv_out(jax.nn.silu(self.norm_out(h)))
+
+  def feature_names(self) -> tuple[str, ...]:
+    """'level<i>' (the encoder's output at level i, before downsampling; resolution / 2**i) and 'mid' (after the
+    middle block), shallow to deep."""
+    return tuple(f"level{i}" for i in range(self.num_levels)) + ("mid",)
+
+  def features(self, x_in, c_noise, labels=None, names=()) -> dict:
+    """The named activations {name: (B, H_l, W_l, C_l)} of an evaluation-mode forward of the encoder (and middle
+    block) that stops at the deepest one."""
+    emb = self.embed(c_noise, labels)
+    h = self.conv_in(x_in)
+    out, level, blocks_done = {}, 0, 0
+    for block, attn in zip(self.enc, self.enc_attn):
+      if not isinstance(block, ResBlock):  # downsample to the next level
+        h, level, blocks_done = block(h), level + 1, 0
+        continue
+      h = block(h, emb, False, None)
+      h = h if attn is None else attn(h)
+      blocks_done += 1
+      if blocks_done == self.num_blocks and f"level{level}" in names:
+        out[f"level{level}"] = h
+      if len(out) == len(names):
+        return out
+    out["mid"] = self.mid1(self.mid_attn(self.mid0(h, emb, False, None)), emb, False, None)
+    return out

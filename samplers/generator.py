@@ -14,15 +14,16 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from distill.sharding import to_host
 from samplers.adaptive import rk45
-from samplers.grids import edm_sigmas, explicit_sigmas, uniform_t_sigmas
+from samplers.grids import edm_sigmas, explicit_sigmas, schedule_sigmas, uniform_t_sigmas
 from samplers.guidance import classifier_free_guidance
 from samplers.ode import nfe as solver_nfe
 from samplers.sampling import initial_noise, num_renoise, renoise, sample_keys, solve_from_noise
 
 
 def sigma_grid(sampler_config, steps: int | None = None) -> np.ndarray:
-  """Decreasing sigma grid from the sampler config: grid 'edm' (sigma_min, sigma_max, rho), 'uniform_t' (t_eps)
-  or 'explicit' (sigmas)."""
+  """Decreasing sigma grid from the sampler config: grid 'edm' (sigma_min, sigma_max, rho), 'uniform_t' (t_eps),
+  'explicit' (sigmas, whatever `steps`) or 'schedule' (a few-step student's trained levels `sigmas`, subsampled to
+  `steps`)."""
   cfg = dict(sampler_config)
   steps = int(steps or cfg["steps"])
   grid = cfg["grid"]
@@ -32,7 +33,9 @@ def sigma_grid(sampler_config, steps: int | None = None) -> np.ndarray:
     return uniform_t_sigmas(steps, cfg.get("t_eps", 1e-3))
   if grid == "explicit":
     return explicit_sigmas(cfg["sigmas"])
-  raise ValueError(f"unknown sampler grid {grid!r}; choose edm, uniform_t or explicit")
+  if grid == "schedule":
+    return schedule_sigmas(cfg["sigmas"], steps)
+  raise ValueError(f"unknown sampler grid {grid!r}; choose edm, uniform_t, explicit or schedule")
 
 
 def default_labels(indices: np.ndarray, num_classes: int) -> np.ndarray:

@@ -49,7 +49,19 @@ def explicit_sigmas(values):
   return np.append(levels, 0.0).astype(np.float32)
 
 
-_KINDS = ("edm", "uniform_t", "explicit")
+def schedule_sigmas(levels, num_steps):
+  """A few-step student's grid at `num_steps` from its trained levels (decreasing, levels[0] the one-step level):
+  levels[floor(i K / num_steps)] for i < num_steps, K = len(levels), then 0 -- NitroFusion's {999}, {999, 499},
+  {999, 749, 499, 249} for 1, 2, 4 steps of a 4-level schedule."""
+  levels = explicit_sigmas(levels)[:-1]
+  if not 1 <= num_steps <= len(levels):
+    raise ValueError(f"this student was trained at {len(levels)} noise levels: steps must be 1..{len(levels)}, "
+                     f"got {num_steps}")
+  picks = (np.arange(num_steps) * len(levels)) // num_steps
+  return np.append(levels[picks], 0.0).astype(np.float32)
+
+
+_KINDS = ("edm", "uniform_t", "explicit", "schedule")
 
 
 def make_sigmas(kind, num_steps=None, **kwargs):
@@ -66,4 +78,6 @@ def make_sigmas(kind, num_steps=None, **kwargs):
     if num_steps is not None and num_steps != len(sigmas) - 1:
       raise ValueError(f"num_steps={num_steps} but the explicit grid has {len(sigmas) - 1} steps")
     return sigmas
+  if kind == "schedule":
+    return schedule_sigmas(kwargs["values"], num_steps)
   raise ValueError(f"unknown sigma grid kind {kind!r}; valid kinds: {', '.join(_KINDS)}")

@@ -9,6 +9,7 @@ import os
 
 from distill.errors import UserError
 from distill.networks import network_from_config
+from distill.objectives.adversarial import PairedStudent, WithPool
 from distill.objectives.base import Objective, ParamGroup
 from distill.objectives.boss import BOSSStraighten
 from distill.objectives.reflow import FlowGuidedDistillation, Reflow
@@ -87,16 +88,71 @@ def _lpips_option(config, kind: str) -> dict:
   return {"lpips": load_lpips_distance(config.objective.lpips_weights, config.objective.lpips_resize)}
 
 
+POOL_KEYS = ("layers", "kinds", "groups", "heads_per_slot", "sample_per_slot", "refresh", "loss", "r1_weight", "hidden",
+             "t_dist", "u_min", "u_max", "logit_mean", "logit_std", "shift")  # -> distill.pool.PoolConfig
+POOL_TERM_KEYS = ("weight", "weight_mode", "calibration_steps")  # -> WithPool
+POOL_OPTIM_KEYS = ("learning_rate", "b1", "b2")  # the heads' Adam (constant rate, no warm-up, no weight decay)
+
+
+def _with_pool(config, data_spec, teacher, base, student_group: str, start: int):
+  """`base` with a discriminator pool on the teacher's features (objective.pool; see distill/pool.py and
+  objectives/adversarial.py); objective.pool.start < 0 starts the adversarial term at `start`."""
+  from distill.pool import DiscriminatorPool, PoolConfig, check_memory
+
+  if teacher is None:
+    raise UserError("a discriminator pool judges the teacher's features: set teacher.bundle or teacher.workdir")
+  o = config.objective.pool
+  unknown = sorted(set(o) - set(POOL_KEYS) - set(POOL_TERM_KEYS) - set(POOL_OPTIM_KEYS) - {"start", "max_memory_gb"})
+  if unknown:
+    raise UserError(f"unknown objective.pool key(s) {unknown}")
+  pool_config = PoolConfig(**{k: tuple(o[k]) if k in ("layers", "kinds") else o[k] for k in POOL_KEYS if k in o})
+  pool = DiscriminatorPool.create(pool_config, teacher.network, data_spec.shape)
+  check_memory(pool, config.data.batch_size, o.get("max_memory_gb", 0.0))
+  optim = {"name": "adam", "eps": 1e-8, "clip_norm": config.optim.get("clip_norm", 0.0), "warmup_steps": 0,
+           "schedule": "constant", **{k: o[k] for k in POOL_OPTIM_KEYS if k in o}}
+  term = {k: o[k] for k in POOL_TERM_KEYS if k in o}
+  return WithPool(base, pool, optim, student_group, start=start if o.get("start", -1) < 0 else o.start, **term)
+
+
+def _adversarial_option(config) -> str:
+  """objective.adversarial: '' (none) or 'pool'."""
+  kind = config.objective.get("adversarial", "")
+  if kind not in ("", "pool"):
+    raise UserError(f"objective.adversarial must be '' or 'pool', got {kind!r}")
+  return kind
+
+
 def _distance_options(config) -> dict:
-  return _options(config, ("name", "init", "lpips_weights", "lpips_resize")) | _lpips_option(
+  return _options(config, ("name", "init", "lpips_weights", "lpips_resize", "adversarial", "pool")) | _lpips_option(
       config, config.objective.distance)
 
 
 def _reflow(config, data_spec, teacher):
   if config.objective.online and teacher is None:
     raise UserError("objective.online=True generates pairs with the teacher: set teacher.bundle or teacher.workdir")
-  return Reflow(groups=_student_group(config, data_spec, teacher),
-                teacher_network=None if teacher is None else teacher.network, **_distance_options(config))
+  reflow = Reflow(groups=_student_group(config, data_spec, teacher),
+                  teacher_network=None if teacher is None else teacher.network, **_distance_options(config))
+  if not _adversarial_option(config):
+    return reflow
+  if reflow.time != "t0" or reflow.online:
+    raise UserError("objective.adversarial='pool' on reflow needs one-step distillation on stored pairs "
+                    "(objective.time='t0', objective.online=False)")
+  return _with_pool(config, data_spec, teacher, reflow, "model", 0)
+
+
+def _adversarial(config, data_spec, teacher):
+  """Pure adversarial distillation (NitroFusion / LADD): the student (from the teacher or a bundle) judged by a pool
+  on the teacher's features, the data (teacher pairs) as the real set, optional regression to the paired sample."""
+  if teacher is None:
+    raise UserError("adversarial distillation needs a teacher (its features feed the pool): set teacher.bundle or "
+                    "teacher.workdir")
+  o = config.objective
+  student = PairedStudent(
+      groups={"generator": _student_group(config, data_spec, teacher)["model"]}, levels=tuple(o.levels),
+      level_probs=tuple(o.level_probs), regression_weight=o.regression_weight,
+      regression_distance=o.regression_distance,
+      **(_lpips_option(config, o.regression_distance) if o.regression_weight > 0 else {}))
+  return _with_pool(config, data_spec, teacher, student, "generator", 0)
 
 
 def _flow_guided(config, data_spec, teacher):
@@ -134,7 +190,7 @@ def _architecture_mismatch(net, teacher_net) -> str:
 # objective keys the builder consumes (networks, initialisation, optimisers, LPIPS); the rest go to ScoreDistillation.
 SCORE_DISTILLATION_BUILDER_KEYS = ("name", "discriminator", "disc_init", "generator_init", "generator_every",
                                    "fake_learning_rate", "disc_learning_rate", "critic_schedule", "lpips_weights",
-                                   "lpips_resize")
+                                   "lpips_resize", "adversarial", "pool")
 
 
 def _score_distillation(config, data_spec, teacher):
@@ -161,7 +217,7 @@ def _score_distillation(config, data_spec, teacher):
   critic = optim | ({"schedule": "constant"} if critic_schedule else {})
   groups = {"fake": ParamGroup(net, critic | {"learning_rate": o.fake_learning_rate or optim["learning_rate"]},
                                init="teacher")}
-  if o.discriminator or o.gan_weight > 0:
+  if o.discriminator or (o.gan_weight > 0 and not _adversarial_option(config)):
     if o.disc_init not in ("teacher", "random"):
       raise UserError(f"objective.disc_init must be 'teacher' or 'random', got {o.disc_init!r}")
     groups["disc"] = ParamGroup(net, critic | {"learning_rate": o.disc_learning_rate or optim["learning_rate"]},
@@ -171,7 +227,13 @@ def _score_distillation(config, data_spec, teacher):
   options = _options(config, SCORE_DISTILLATION_BUILDER_KEYS)
   if o.regression_weight > 0:
     options |= _lpips_option(config, o.regression_distance)
-  return ScoreDistillation(groups=groups, teacher_network=teacher.network, **options)
+  distillation = ScoreDistillation(groups=groups, teacher_network=teacher.network, **options)
+  if not _adversarial_option(config):
+    return distillation
+  if o.gan_weight > 0:
+    raise UserError("objective.adversarial='pool' replaces the single discriminator's GAN term: set "
+                    "objective.gan_weight=0 and weight the pool by objective.pool.weight")
+  return _with_pool(config, data_spec, teacher, distillation, "generator", distillation.warmup_steps)
 
 
 REGISTRY = {
@@ -182,6 +244,7 @@ REGISTRY = {
     "flow_guided": _flow_guided,
     "boss": _boss,
     "score_distillation": _score_distillation,
+    "adversarial": _adversarial,
 }
 
 

@@ -10,6 +10,13 @@ An objective is a small frozen object that declares the networks it trains (`gro
 - `init_aux(params, teacher_params, rng)` and `post_update(params, aux, step)`: objective-owned state (a pytree that is
   checkpointed and sharded with the rest), e.g. target networks or curriculum counters. Anything that changes over
   training must be a traced array, never a Python number, so nothing recompiles.
+- Masked updates (optional): `loss` may return, under the metrics key UPDATE_MASK, a pytree prefix of the group's
+  parameters with boolean leaves of leading shape (K,) (broadcast over each parameter's other axes); the trainer then
+  keeps the parameters *and* optimizer moments of every False entry bit-identical (a zero gradient is not a zero Adam
+  update). Used by the discriminator pool to train only the heads drawn this step.
+- `post_group_update(group, params, aux, metrics, rng, step) -> (params, reset, aux, metrics)` (optional): a
+  transform applied right after a group's update, with that update's metrics; `reset` (a mask like UPDATE_MASK's,
+  or None) names entries whose optimizer moments the trainer zeroes. Used to re-initialise pool heads.
 - `sample_group`: the group whose EMA parameters are sampled, evaluated and exported.
 - `warmup_steps` (optional, default 0): steps before the sampled model follows the objective proper (a generator held
   or trained by a warm-up loss); in-training evaluation keeps no best checkpoint before it.
@@ -21,6 +28,9 @@ import dataclasses
 from typing import Any, Mapping, Protocol
 
 from distill.networks import Network
+
+
+UPDATE_MASK = "update_mask"  # metrics key of a loss's masked-update pytree (see the module docstring)
 
 
 @dataclasses.dataclass(frozen=True)

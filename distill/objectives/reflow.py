@@ -152,6 +152,14 @@ class Reflow(StatelessObjective):
       loss = jnp.mean(distance(v, x1 - z, self.distance, self.huber_c))
     return loss, {"beta": beta}
 
+  def student_sample(self, params, batch, rng, step):
+    """(the one-step student sample from the pair's noise, labels or None, None); for an adversarial term
+    (objectives/adversarial.py), which needs one-step distillation (time 't0')."""
+    del rng, step
+    network = self.groups["model"].network
+    cond = batch.get("label") if dict(network.model_kwargs).get("num_classes", 0) else None
+    return one_step(network, params["model"], batch["noise"], self.t_eps, cond)[0], cond, None
+
 
 def one_step(network, params, z, t_eps: float, cond=None):
   """(x1_hat, u): the one-step student sample from noise z and its velocity u = v(x_eps, eps), x_eps = (1 - eps) z;

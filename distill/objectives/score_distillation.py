@@ -231,6 +231,14 @@ class ScoreDistillation(StatelessObjective):
     sigma = sample_sigma(spec, k_sigma, x0.shape[0])
     return x0 + diffusion.expand(sigma, x0) * jax.random.normal(k_eps, x0.shape), sigma
 
+  def student_sample(self, params, batch, rng, step):
+    """(generator samples G(z) differentiable in params['generator'], their labels or None, None) for an adversarial
+    term (objectives/adversarial.py)."""
+    del step
+    k_z, k_label = jax.random.split(rng)
+    cond = self._labels(batch, k_label)
+    return self.generate(params["generator"], jax.random.normal(k_z, batch["x"].shape), cond), cond, None
+
   # ----- losses --------------------------------------------------------------------------------------------------
 
   def loss(self, group, params, aux, teacher_params, batch, rng, step):

@@ -1,0 +1,38 @@
+"""2-D adversarial distillation with a discriminator pool (NitroFusion) in one command: flow-matching teacher ->
+50k teacher pairs -> one-step student (initialised from the teacher) trained against a pool of small heads on the
+frozen teacher's MLP features, the teacher's samples as the real set (distill/pool.py, objectives/adversarial.py).
+
+  distill train --config configs/toy2d_nitro.py --workdir W --config.data.source=npz:P.npz [--config.teacher.workdir=T]
+  distill export --workdir W --out B
+  distill sample --sampler B --num 4000 --steps 1 --out S.npz
+
+Pool: 4 noise groups x 4 heads per group on each of the teacher's blocks 0-2 (48 heads), one head per group drawn and
+trained per step, 1% re-initialised per step. Results: scripts/benchmark_pool_2d.py appends its runs to
+docs/results/adversarial.md.
+"""
+
+from configs import common, toy2d_teacher
+
+LEVELS = (999.0,)  # the uniform-t grid's first level, (1 - t_eps) / t_eps: one step from pure noise
+
+
+def student(num_steps: int = 3000, **pool):
+  c = toy2d_teacher.get_config()
+  c.objective = common.adversarial_objective(
+      common.pool_section(("block0", "block1", "block2"), learning_rate=2e-4, **pool), levels=LEVELS)
+  c.optim.update(learning_rate=1e-4, b1=0.0, warmup_steps=100, schedule="cosine", decay_steps=num_steps)
+  c.ema.update(decay=0.999, warmup=True)
+  c.train.update(num_steps=num_steps, eval_every=num_steps, ckpt_every=1000)
+  common.schedule_sampler(c, LEVELS)
+  return c
+
+
+def get_config():
+  stages = {
+      "teacher": common.train_stage(toy2d_teacher.get_config()),
+      "pairs": common.pairs_stage("teacher", num=50_000, seed=1),
+      "distill": common.train_stage(student(), data_stage="pairs", teacher_stage="teacher"),
+  }
+  c = common.pipeline(stages, "toy:checkerboard")
+  c.objective = c.stages.distill.config.objective
+  return c

@@ -1,0 +1,104 @@
+"""Discriminator-pool distillation on 2-D toys against the reflow one-step student and the 100-step teacher.
+
+  python scripts/benchmark_pool_2d.py --out bench_out [--toys moons,8gaussians,checkerboard] [--seeds 0,1,2]
+
+Per toy: the teacher (configs/toy2d_teacher.py) trained once; its 50k pairs; the pure-pool one-step student of
+configs/toy2d_nitro.py (judged at its last step, the exported checkpoint); the reflow one-step student of
+configs/toy2d_reflow.py (2-RF then one-step distillation) from the same teacher. Energy distance and sliced W2 to
+fresh data (n = --num) on each of the --seeds sample sets (mean and standard deviation), with the data-vs-data
+floor, plus the wall-clock cost of each pipeline. Runs resume (bench_out/pool_2d/<toy>/...). Writes
+bench_out/pool_2d.json and .md and appends the run to docs/results/adversarial.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+
+def parse():
+  from distill import benchmarking
+
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--out", default="bench_out")
+  p.add_argument("--toys", default="moons,8gaussians,checkerboard")
+  p.add_argument("--num", type=int, default=20_000, help="samples per evaluation set")
+  p.add_argument("--seeds", default="0,1,2", help="sample sets (evaluation seeds)")
+  p.add_argument("--pool_steps", type=int, default=0, help="pool distillation steps (0: the config's)")
+  benchmarking.add_results_flag(p, "adversarial")
+  return p.parse_args()
+
+
+def spread(sampler, source: str, num: int, steps: int, seeds) -> dict:
+  """Mean and standard deviation over sample sets of energy and SW2 (and the floors), one set per seed."""
+  import numpy as np
+
+  from distill import api
+
+  rows = [api.evaluate(sampler, source, num, [steps], seed=seed)[0] for seed in seeds]
+  out = {"steps": steps, "nfe": rows[0]["nfe"]}
+  for key in ("energy", "energy_floor", "sw2", "sw2_floor"):
+    values = np.array([r[key] for r in rows])
+    out[key], out[f"{key}_std"] = float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+  out["energy_per_set"] = [r["energy"] for r in rows]
+  return out
+
+
+def timed(fn):
+  start = time.time()
+  value = fn()
+  return value, round(time.time() - start, 1)
+
+
+def main():
+  args = parse()
+  from configs import toy2d_nitro, toy2d_reflow, toy2d_teacher
+  from distill import api, benchmarking
+
+  seeds = [int(s) for s in args.seeds.split(",")]
+  results = {}
+  for toy in args.toys.split(","):
+    source, root = f"toy:{toy}", os.path.join(args.out, "pool_2d", toy)
+    teacher_config = toy2d_teacher.get_config()
+    teacher_config.data.source = source
+    _, teacher_seconds = timed(lambda: api.train(teacher_config, os.path.join(root, "teacher")))
+    teacher_dir = os.path.join(root, "teacher")
+    if not os.path.exists(os.path.join(teacher_dir, "export")):
+      api.export(teacher_dir)
+    pipelines = {}
+    for name, module in (("pool", toy2d_nitro), ("reflow", toy2d_reflow)):
+      config = module.get_config()
+      config.data.source, config.teacher.workdir = source, teacher_dir
+      if name == "pool" and args.pool_steps:
+        stage = config.stages.distill.config
+        stage.train.num_steps = stage.optim.decay_steps = args.pool_steps
+      result, seconds = timed(lambda: api.train(config, os.path.join(root, name)))
+      pipelines[name] = (api.load(result["bundle"]), seconds)
+    teacher = api.load(os.path.join(teacher_dir, "export"))
+    rows = [dict(model="teacher", **spread(teacher, source, args.num, 100, seeds), seconds=teacher_seconds),
+            dict(model="reflow one-step student", **spread(pipelines["reflow"][0], source, args.num, 1, seeds),
+                 seconds=pipelines["reflow"][1]),
+            dict(model="pool one-step student", **spread(pipelines["pool"][0], source, args.num, 1, seeds),
+                 seconds=pipelines["pool"][1])]
+    results[toy] = {"rows": rows, "pool_vs_reflow": rows[2]["energy"] / rows[1]["energy"],
+                    "pool_vs_teacher": rows[2]["energy"] / rows[0]["energy"]}
+
+  machine = benchmarking.machine_info()
+  lines = [benchmarking.machine_line(machine) + f". Energy distance and SW2 to fresh data, n = {args.num}, mean +- sd "
+           f"over sample sets {seeds}; students at their last step; seconds: each pipeline's wall clock (the "
+           "students' include their pair stages, the teacher is shared).", ""]
+  for toy, r in results.items():
+    lines += [f"### toy:{toy}", "", "| model | steps | NFE | energy | energy floor | SW2 | SW2 floor | seconds |",
+              "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {row['model']} | {row['steps']} | {row['nfe']} | {row['energy']:.4g} +- {row['energy_std']:.2g} | "
+              f"{row['energy_floor']:.4g} | {row['sw2']:.4g} +- {row['sw2_std']:.2g} | {row['sw2_floor']:.4g} | "
+              f"{row['seconds']:.0f} |" for row in r["rows"]]
+    lines += ["", f"Pool / reflow energy: {r['pool_vs_reflow']:.2f}x; pool / 100-step teacher: "
+              f"{r['pool_vs_teacher']:.2f}x.", ""]
+  benchmarking.write_report(args.out, "pool_2d", {"machine": machine, "results": results}, lines,
+                            results=args.results)
+
+
+if __name__ == "__main__":
+  main()
