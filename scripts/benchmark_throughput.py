@@ -6,7 +6,9 @@ SiD update against a teacher training step, optionally the CIFAR-10 U-Net, plus 
 
 Writes bench_out/throughput.json and bench_out/throughput.md. Training: steps/s and items/s of the jitted step
 (compile excluded, measured over --steps steps after a warm-up); "x teacher" is a row's step time over the teacher
-training step of the same network and dtype (for SiD: one fake-score plus one generator update, three networks).
+training step of the same network and dtype (for SiD: one fake-score plus one generator update, three networks; for
+the discriminator pool: one pool update plus one student update, configs/mnist_nitro.py, and SiD with the pool,
+configs/mnist_sid_pool.py).
 Sampling: samples/s and network evaluations per second (samples x NFE / s) for an Euler sampler. Memory: the
 process's peak RSS, and the device's peak bytes where the backend reports it (GPU/TPU). bfloat16 rows set
 model.compute_dtype=bfloat16 (float32 parameters and preconditioning); on CPUs without bf16 units they are slower.
@@ -42,7 +44,7 @@ def main():
   import jax
   import numpy as np
 
-  from configs import cifar10_teacher, mnist_score, mnist_teacher, toy2d_teacher
+  from configs import cifar10_teacher, mnist_nitro, mnist_score, mnist_sid_pool, mnist_teacher, toy2d_teacher
   from distill import benchmarking, data as data_lib
   from distill import objectives, sharding
   from samplers.generator import Generator
@@ -126,6 +128,15 @@ def main():
     name = f"unet_mnist_sid_step{suffix(dtype)}"
     row = time_training(sid, args.steps, teacher)[3]
     record(name, row | {"x_teacher": rows[f"unet_mnist_train{suffix(dtype)}"]["steps_per_sec"] / row["steps_per_sec"]})
+  # Discriminator pool: the pure adversarial step (pool update + four-level student update) and SiD with the pool,
+  # float32, teacher = the U-Net just trained.
+  teacher_state, teacher_net, _ = trained["float32"]
+  teacher = Teacher(network=teacher_net, params=teacher_state.ema["model"])
+  for name, config in (("unet_mnist_pool_step", mnist_nitro.student(1000)),
+                       ("unet_mnist_sid_pool_step", mnist_sid_pool.get_config().stages.distill.config)):
+    config.data.update(source=mnist.data.source, batch_size=mnist.data.batch_size)
+    row = time_training(config, args.steps, teacher)[3]
+    record(name, row | {"x_teacher": rows["unet_mnist_train"]["steps_per_sec"] / row["steps_per_sec"]})
   if args.cifar:
     cifar = cifar10_teacher.get_config()
     cifar.data.update(source=random_images("cifar", (32, 32, 3), 2 * args.cifar_batch), batch_size=args.cifar_batch)
