@@ -45,7 +45,8 @@ def built(bundle, **pool):
 
 
 def leaves(tree) -> dict:
-  return {jax.tree_util.keystr(p): np.asarray(jax.device_get(x)) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(p): np.asarray(jax.device_get(x)) for p, x in flat}
 
 
 def one_step(b, state):
@@ -134,15 +135,15 @@ def test_pool_no_gradient_reaches_teacher_parameters_and_generator_gradient_is_f
   labels = jnp.arange(6) % 3
   d_loss = lambda t, p: pool.discriminator_loss(p, t, x, 0.5 * x, labels, labels, jax.random.key(3))[0]
   g_loss = lambda t, xf: pool.generator_loss(params, t, xf, labels, jax.random.key(4))
-  for grads in (jax.grad(d_loss)(teacher, params), jax.grad(g_loss)(teacher, x)):
+  for grads in (jax.jit(jax.grad(d_loss))(teacher, params), jax.jit(jax.grad(g_loss))(teacher, x)):
     assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(grads))
-  head_grads = jax.grad(d_loss, argnums=1)(teacher, params)  # ... while the heads do learn
+  head_grads = jax.jit(jax.grad(d_loss, argnums=1))(teacher, params)  # ... while the heads do learn
   assert np.any(np.asarray(head_grads["block1-global_cond"]["embed"]["embedding"]) != 0)
 
   bf16_net = Network.create({**model, "compute_dtype": "bfloat16"}, dict(name="edm", sigma_data=0.5))
   bf16_pool = DiscriminatorPool(pool.config, bf16_net, pool.feature_shapes, pool.num_classes)
   bf16_teacher = jax.tree.map(lambda a: a.astype(jnp.bfloat16), teacher)
-  g = jax.grad(lambda xf: bf16_pool.generator_loss(params, bf16_teacher, xf, labels, jax.random.key(4)))(x)
+  g = jax.jit(jax.grad(lambda xf: bf16_pool.generator_loss(params, bf16_teacher, xf, labels, jax.random.key(4))))(x)
   assert g.dtype == jnp.float32 and np.all(np.isfinite(g)) and np.any(np.asarray(g) != 0)
 
 
@@ -156,7 +157,8 @@ def test_pool_loss_at_zero_logits(loss, value):
       lambda p, a: jnp.zeros_like(a) if "out" in jax.tree_util.keystr(p) else a, v) for k, v in params.items()}
   teacher = net.init(jax.random.key(0))
   x = jax.random.normal(jax.random.key(2), (8, 2))
-  d, metrics, mask = pool.discriminator_loss(params, teacher, x, x + 1.0, None, None, jax.random.key(3))
+  d, metrics, mask = jax.jit(lambda p, t: pool.discriminator_loss(p, t, x, x + 1.0, None, None,
+                                                                   jax.random.key(3)))(params, teacher)
   assert float(d) == pytest.approx(value, rel=1e-6)
   assert float(metrics["logit_gap"]) == 0.0 and all(int(m.sum()) == 2 for m in mask.values())
   g = pool.generator_loss(params, teacher, x, None, jax.random.key(4))
@@ -183,9 +185,9 @@ def test_pool_of_one_head_equals_a_plain_discriminator_on_the_same_features():
     return jnp.mean(jax.nn.softplus(-h(f_real["block1"])) + jax.nn.softplus(h(f_fake["block1"])))
 
   stacked = params["block1-global"]
-  assert float(pool_loss(stacked)) == pytest.approx(float(plain_loss(plain)), rel=1e-6)
-  g_pool = jax.tree.map(lambda a: a[0], jax.grad(pool_loss)(stacked))
-  for a, b in zip(jax.tree.leaves(g_pool), jax.tree.leaves(jax.grad(plain_loss)(plain))):
+  assert float(jax.jit(pool_loss)(stacked)) == pytest.approx(float(jax.jit(plain_loss)(plain)), rel=1e-6)
+  g_pool = jax.tree.map(lambda a: a[0], jax.jit(jax.grad(pool_loss))(stacked))
+  for a, b in zip(jax.tree.leaves(g_pool), jax.tree.leaves(jax.jit(jax.grad(plain_loss))(plain))):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
   _, _, mask = one.loss_from_features(params, f_real, f_fake, None, None, group, drawn)
   assert bool(mask["block1-global"][0])  # the single head is always trained: the update is plain Adam's
@@ -208,11 +210,13 @@ def test_teacher_features_are_the_networks_own_activations_pool():
   unet = Network.create(UNET, dict(name="edm", sigma_data=0.5))
   p = unet.init(jax.random.key(0))
   xi, labels = jax.random.normal(jax.random.key(1), (2, 8, 8, 1)), jnp.array([0, 2])
-  full = unet.features(p, xi, jnp.ones(2), labels, unet.feature_names())
+  features = jax.jit(unet.features, static_argnums=4)
+  full = features(p, xi, jnp.ones(2), labels, unet.feature_names())
   assert unet.feature_names() == ("level0", "level1", "mid")
   assert full["level0"].shape == (2, 8, 8, 8) and full["mid"].shape == (2, 4, 4, 16)
-  np.testing.assert_array_equal(unet.features(p, xi, jnp.ones(2), labels, ("level0",))["level0"], full["level0"])
-  g = jax.grad(lambda xx: jnp.sum(unet.features(p, xx, jnp.ones(2), labels, ("mid",))["mid"] ** 2))(xi)
+  np.testing.assert_allclose(features(p, xi, jnp.ones(2), labels, ("level0",))["level0"], full["level0"],
+                             rtol=1e-6, atol=1e-6)
+  g = jax.jit(jax.grad(lambda xx: jnp.sum(unet.features(p, xx, jnp.ones(2), labels, ("mid",))["mid"] ** 2)))(xi)
   assert np.all(np.isfinite(g)) and np.any(np.asarray(g) != 0)
 
 
