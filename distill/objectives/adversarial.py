@@ -23,7 +23,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from distill.objectives.base import UPDATE_MASK, ParamGroup
+from distill.objectives.base import UPDATE_MASK, ParamGroup, StatelessObjective
 from distill.objectives.reflow import check_distance, distance
 
 WEIGHT_MODES = ("fixed", "grad_match")
@@ -34,7 +34,7 @@ def _num_classes(network) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class PairedStudent:
+class PairedStudent(StatelessObjective):
   """See the module docstring. groups: {'generator': ParamGroup}."""
 
   groups: dict
@@ -55,12 +55,6 @@ class PairedStudent:
       raise ValueError(f"objective.level_probs must be non-negative and sum to 1, got {self.level_probs}")
     if self.regression_weight > 0:
       check_distance(self.regression_distance, self.lpips)
-
-  def init_aux(self, params, teacher_params, rng):
-    return {}
-
-  def post_update(self, params, aux, step):
-    return aux
 
   def student_sample(self, params, batch, rng, step):
     """(x0_hat (B, ...) differentiable in params['generator'], labels or None, level index (B,))."""
