@@ -190,6 +190,30 @@ def pipeline(stages: dict, data_source: str) -> ml_collections.ConfigDict:
   return c
 
 
+def teacher_score_matching_objective(**overrides) -> ml_collections.ConfigDict:
+  """objective section of teacher_training.TeacherScoreMatching (MSD's TSM: a student regressing the teacher)."""
+  return ml_collections.ConfigDict(dict(name="teacher_score_matching", t_eps=1e-3) | overrides)
+
+
+def multi_student_section(k: int = 4, **overrides) -> ml_collections.ConfigDict:
+  """multi_student: k students (0: off), each serving one part of the condition space (distill/partitions.py:
+  partition 'blocks', 'table' (+ table), 'kmeans' or 'noise'), wrapping the stage's objective
+  (distill/objectives/multi_student.py); `shared` names groups kept single (e.g. ('fake',)); full_set adds rows from
+  the whole data set for full-set paired regression (MSD's lesson)."""
+  return ml_collections.ConfigDict(dict(k=k, partition="blocks", table=(), shared=(), full_set=False,
+                                        kmeans_iters=20) | overrides)
+
+
+def multi_student_pipeline(stages: dict, data_source: str, distill_stage: str = "distill") -> ml_collections.ConfigDict:
+  """A pipeline whose top-level `multi_student` and `objective` are the distill stage's own sections (one object
+  each, so --config.multi_student.k=K configures that stage), with a 'student' mesh axis (default size 1)."""
+  c = pipeline(stages, data_source)
+  c.mesh.student = 1
+  c.multi_student = c.stages[distill_stage].config.multi_student
+  c.objective = c.stages[distill_stage].config.objective
+  return c
+
+
 def pool_section(layers, **overrides) -> ml_collections.ConfigDict:
   """objective.pool: a discriminator pool on the teacher's feature `layers` (distill/pool.py; names: the teacher
   model's feature_names(), e.g. block0.. for the MLP, level0.., mid for the U-Net) and its term in the student's loss

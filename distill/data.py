@@ -2,6 +2,7 @@
 
 Specs:
   ``toy:<name>``           2-D toy distribution, an infinite stream (see ``TOY_NAMES``).
+  ``toyset:<name>[:n]``    n stored points of a mixture toy labelled by component (8gaussians, rings).
   ``npz:<path>``           ``.npz`` file with ``points`` (float (N, D)) or ``images``
                            (uint8 (N, H, W) or (N, H, W, C)), optional integer ``labels`` (N,).
   ``tfds:<name>[:split]``  tensorflow-datasets image dataset loaded into memory (split "train").
@@ -25,9 +26,9 @@ import numpy as np
 
 from distill.images import to_float
 
-SCHEMES = ("toy", "npz", "tfds", "pairs")
+SCHEMES = ("toy", "toyset", "npz", "tfds", "pairs")
 TOY_RANGE = (-4.0, 4.0)  # nominal range of every toy (Gaussian noise tails aside)
-_FLIP_STREAM, _EVAL_STREAM = 1, 2
+_FLIP_STREAM, _EVAL_STREAM, _TOYSET_STREAM = 1, 2, 3
 _TFDS_CHUNK = 4096
 
 
@@ -59,10 +60,14 @@ def _polar(radius: np.ndarray, angle: np.ndarray) -> np.ndarray:
   return radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
 
 
+def _eight_gaussians_labelled(rng, n):
+  """(8 Gaussians (std 0.2) on a circle of radius 2, per-coordinate std ~1.4; each point's mode 0..7)."""
+  mode = rng.integers(0, 8, n)
+  return _polar(np.full(n, 2.0), mode * (np.pi / 4)) + _gaussian_noise(rng, n, 0.2), mode
+
+
 def _eight_gaussians(rng, n):
-  """8 Gaussians (std 0.2) on a circle of radius 2; per-coordinate std ~1.4."""
-  angle = rng.integers(0, 8, n) * (np.pi / 4)
-  return _polar(np.full(n, 2.0), angle) + _gaussian_noise(rng, n, 0.2)
+  return _eight_gaussians_labelled(rng, n)[0]
 
 
 def _moons(rng, n):
@@ -95,10 +100,15 @@ def _swissroll(rng, n):
   return _polar(t / 5.0, t) + _gaussian_noise(rng, n, 0.1)
 
 
+def _rings_labelled(rng, n):
+  """(Four equally likely concentric rings of radius 0.75, 1.5, 2.25, 3, noise std 0.08, std ~1.45; each point's
+  ring 0..3)."""
+  ring = rng.integers(1, 5, n)
+  return _polar(0.75 * ring, 2.0 * np.pi * rng.random(n)) + _gaussian_noise(rng, n, 0.08), ring - 1
+
+
 def _rings(rng, n):
-  """Four equally likely concentric rings of radius 0.75, 1.5, 2.25, 3, noise std 0.08; std ~1.45."""
-  radius = 0.75 * rng.integers(1, 5, n)
-  return _polar(radius, 2.0 * np.pi * rng.random(n)) + _gaussian_noise(rng, n, 0.08)
+  return _rings_labelled(rng, n)[0]
 
 
 _TOYS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
@@ -110,6 +120,19 @@ _TOYS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "rings": _rings,
 }
 TOY_NAMES = tuple(_TOYS)
+_LABELLED_TOYS = {"8gaussians": (_eight_gaussians_labelled, 8), "rings": (_rings_labelled, 4)}
+TOYSET_SIZE = 50_000
+
+
+def _toyset(rest: str, seed: int) -> "ArraySource":
+  """``toyset:<name>[:n]``: n (default 50000) stored points of a toy with each point's component as its label
+  (8gaussians: mode 0..7, rings: ring 0..3), drawn from default_rng([seed]) of a stream of its own."""
+  name, _, n = rest.partition(":")
+  if name not in _LABELLED_TOYS:
+    raise ValueError(f"unknown labelled toy {name!r}; valid: {', '.join(_LABELLED_TOYS)}")
+  draw, classes = _LABELLED_TOYS[name]
+  x, labels = draw(_rng(seed, stream=_TOYSET_STREAM), int(n or TOYSET_SIZE))
+  return ArraySource(x.astype(np.float32), labels.astype(np.int32), classes, seed)
 
 
 class DataSource(abc.ABC):
@@ -131,7 +154,11 @@ class DataSource(abc.ABC):
     if not 0 <= process_index < process_count:
       raise ValueError(f"process_index {process_index} not in [0, {process_count})")
     rows = batch_size // process_count
-    return self._rows(step, batch_size, process_index * rows, (process_index + 1) * rows)
+    return self.rows(step, batch_size, process_index * rows, (process_index + 1) * rows)
+
+  def rows(self, step: int, batch_size: int, start: int, stop: int) -> dict[str, np.ndarray]:
+    """Rows [start, stop) of the global batch of `batch_size` at `step`."""
+    return self._rows(step, batch_size, start, stop)
 
   @abc.abstractmethod
   def _rows(self, step: int, batch_size: int, start: int, stop: int) -> dict[str, np.ndarray]:
@@ -183,7 +210,8 @@ class ArraySource(DataSource):
     self.spec = DataSpec("images" if images else "points", tuple(int(d) for d in data.shape[1:]), num_classes,
                          data_range)
 
-  def _gather(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+  def gather(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Examples `idx` as a batch (images converted to [-1, 1], extras and labels gathered alike), unflipped."""
     raw = self._data[idx]
     batch = {"x": to_float(raw) if self._uint8 else raw}
     batch.update({k: v[idx] for k, v in self._extra.items()})
@@ -198,12 +226,20 @@ class ArraySource(DataSource):
     for e in np.unique(epoch):
       sel = epoch == e
       idx[sel] = _rng(self._seed, e).permutation(n)[pos[sel]]
-    batch = self._gather(idx)
+    batch = self.gather(idx)
     if self._flip:
       flips = _rng(self._seed, step, stream=_FLIP_STREAM).random(batch_size)[start:stop] < 0.5
       for name in ["x", *self._extra]:
         batch[name][flips] = batch[name][flips, :, ::-1]
     return batch
+
+  def extra(self, name: str) -> np.ndarray | None:
+    """The stored extra array `name` (e.g. a teacher pair's 'noise'), or None."""
+    return self._extra.get(name)
+
+  @property
+  def flips(self) -> bool:
+    return self._flip
 
   def examples(self) -> dict[str, np.ndarray]:
     """Every example as stored, in file order: {'x': uint8 NHWC images or float32 points, 'label': int32 when
@@ -215,7 +251,7 @@ class ArraySource(DataSource):
 
   def sample(self, n, seed):
     n_data = len(self._data)
-    return self._gather(_rng(seed, stream=_EVAL_STREAM).choice(n_data, n, replace=n > n_data))
+    return self.gather(_rng(seed, stream=_EVAL_STREAM).choice(n_data, n, replace=n > n_data))
 
 
 def _check_labels(labels: np.ndarray, n: int) -> int:
@@ -305,6 +341,10 @@ def make_source(spec: str, seed: int, *, flip: bool = False, tfds_data_dir: str 
     if flip:
       raise ValueError("flip=True is only valid for image data, not toy points")
     return ToySource(rest, seed)
+  if scheme == "toyset":
+    if flip:
+      raise ValueError("flip=True is only valid for image data, not toy points")
+    return _toyset(rest, seed)
   if scheme == "npz":
     return _load_npz(rest, seed, flip)
   if scheme == "tfds":

@@ -10,7 +10,8 @@ import jax
 import numpy as np
 from clu import periodic_actions
 
-from distill import checkpointing, data as data_lib, objectives, pairs, reporting
+from distill import checkpointing, data as data_lib, objectives, pairs, partitions, reporting
+from distill.partitioned_data import PartitionedSource
 from distill import sharding as sharding_lib
 from distill.errors import NonFiniteLossError, UserError
 from distill.evaluation import save_image_grid, save_scatter, two_sample_report
@@ -51,7 +52,11 @@ def build_run(config) -> Run:
   teacher = load_teacher(config.teacher)
   if source.pair_metadata is not None and config.objective.name == "reflow":
     pairs.check_teacher(source.pair_metadata, teacher, config.data.source)
-  objective = objectives.build(config, source.spec, teacher)
+  router = None
+  if config.get("multi_student") and config.multi_student.k > 0:
+    router = partitions.fit_router(config.multi_student, source, config.seed)
+    source = PartitionedSource(source, router, config.seed, full_set=config.multi_student.get("full_set", False))
+  objective = objectives.build(config, source.spec, teacher, router=router)
   if config.data.batch_size % mesh.size:
     raise UserError(f"data.batch_size={config.data.batch_size} must be divisible by the {mesh.size} devices of the mesh")
   trainer = Trainer(objective, mesh, config.sharding.rules, config.ema, config.seed, teacher)

@@ -1,8 +1,10 @@
 """Device mesh, logical-axis rules and the shardings of the training state, derived once from abstract shapes.
 
-Mesh axes are ('data', 'fsdp'). Parameters carry logical axis names (models/layers.py); `config.sharding.rules` maps
-them to mesh axes, so data parallelism ({data: N, fsdp: 1}) versus FSDP ({data: 1, fsdp: N}) is a config change.
-Batches are sharded along their leading axis over both mesh axes.
+Mesh axes are ('student', 'data', 'fsdp'). Parameters carry logical axis names (models/layers.py); `config.sharding.rules`
+maps them to mesh axes, so data parallelism ({data: N, fsdp: 1}) versus FSDP ({data: 1, fsdp: N}) is a config change.
+'student' (default size 1) spreads the leading axis of stacked students (distill/stacked.py) over devices. Batches are
+sharded along their leading axis over all mesh axes, student-major, so a batch laid out student by student puts each
+student's rows on its student's devices.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-MESH_AXES = ("data", "fsdp")
+MESH_AXES = ("student", "data", "fsdp")
 BATCH_SPEC = P(MESH_AXES)
 
 
 def make_mesh(mesh_config) -> jax.sharding.Mesh:
-  """Mesh from {'data': n, 'fsdp': m}; one entry may be -1 (all remaining devices). A single process may use
-  fewer than all its devices (the first n * m)."""
-  sizes = [int(mesh_config[a]) for a in MESH_AXES]
+  """Mesh from {'student': s (default 1), 'data': n, 'fsdp': m}; one entry may be -1 (all remaining devices). A
+  single process may use fewer than all its devices (the first s * n * m)."""
+  unknown = sorted(set(mesh_config) - set(MESH_AXES))
+  if unknown:
+    raise ValueError(f"unknown mesh axes {unknown}; valid: {', '.join(MESH_AXES)}")
+  sizes = [int(mesh_config.get(a, 1)) for a in MESH_AXES]
   n = jax.device_count()
   if sizes.count(-1) > 1:
     raise ValueError("at most one mesh axis may be -1")
@@ -76,6 +81,13 @@ def match_tree_shardings(tree, reference_structure, reference_shardings, mesh):
   replicated = NamedSharding(mesh, P())
   is_params = lambda x: jax.tree.structure(x) == reference_structure
   return jax.tree.map(lambda x: reference_shardings if is_params(x) else replicated, tree, is_leaf=is_params)
+
+
+def stacked_shardings(shardings, num: int, mesh):
+  """Shardings of `num` stacked copies of parameters with `shardings`: the new leading axis over the 'student' mesh
+  axis when that divides `num` (replicated otherwise), the other axes as before."""
+  lead = "student" if mesh.shape.get("student", 1) > 1 and num % mesh.shape["student"] == 0 else None
+  return jax.tree.map(lambda s: NamedSharding(mesh, P(lead, *s.spec)), shardings)
 
 
 def batch_sharding(mesh) -> NamedSharding:

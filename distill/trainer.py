@@ -18,6 +18,7 @@ import optax
 
 from distill import sharding as sharding_lib
 from distill.objectives.base import UPDATE_MASK, Objective
+from distill.stacked import is_stacked
 
 
 @flax.struct.dataclass
@@ -62,6 +63,15 @@ def make_optimizer(optim: dict) -> optax.GradientTransformation:
   return optax.chain(optax.clip_by_global_norm(clip), opt) if clip > 0 else opt
 
 
+def group_optimizer(group) -> optax.GradientTransformation:
+  """make_optimizer(group.optim); for stacked students (distill/stacked.py) one independent copy per student (its own
+  gradient clipping, moments and step count), by vmap over the leading student axis."""
+  tx = make_optimizer(group.optim)
+  if not is_stacked(group.network):
+    return tx
+  return optax.GradientTransformation(jax.vmap(tx.init), jax.vmap(tx.update))
+
+
 def ema_decay(ema_config: dict, step: jax.Array) -> jax.Array:
   """EMA decay at `step`; with warmup, score_sde's min(decay, (1 + n) / (10 + n))."""
   decay = jnp.asarray(float(ema_config["decay"]), jnp.float32)
@@ -88,13 +98,14 @@ def _select(mask, new, old):
   return jax.tree.map(lambda m, n, o: jnp.where(m, n, o), full, new, old)
 
 
-def _select_opt_state(tx, mask, new_opt, old_opt, params):
-  """new_opt on the parameter-shaped parts of an optax state (Adam's moments) where the prefix `mask` over `params`
-  is True, old_opt elsewhere; non-parameter parts (step counts) always from new_opt."""
+def _select_opt_state(mask, new_opt, old_opt, params):
+  """new_opt on the parameter-shaped parts of an optax state (every subtree with the parameters' structure: Adam's
+  moments) where the prefix `mask` over `params` is True, old_opt elsewhere; other parts (step counts) from new_opt."""
   full = _broadcast_mask(mask, params)
-  state_mask = optax.tree_utils.tree_map_params(tx, lambda _, m: m, new_opt, full,
-                                                transform_non_params=lambda _: jnp.ones((), bool))
-  return jax.tree.map(lambda m, n, o: jnp.where(m, n, o), state_mask, new_opt, old_opt)
+  structure = jax.tree.structure(params)
+  is_params = lambda x: jax.tree.structure(x) == structure
+  pick = lambda n, o: jax.tree.map(jnp.where, full, n, o) if is_params(n) else n
+  return jax.tree.map(pick, new_opt, old_opt, is_leaf=is_params)
 
 
 class Trainer:
@@ -107,7 +118,7 @@ class Trainer:
     self.ema_config = dict(ema_config)
     self.seed = seed
     self.teacher = teacher
-    self.txs = {name: make_optimizer(g.optim) for name, g in objective.groups.items()}
+    self.txs = {name: group_optimizer(g) for name, g in objective.groups.items()}
     self.teacher_shardings = None if teacher is None else sharding_lib.param_shardings(
         teacher.network.abstract_params(), mesh, rules)
     abstract_teacher = None if teacher is None else jax.eval_shape(lambda: teacher.params)
@@ -134,6 +145,8 @@ class Trainer:
         if teacher_params is None or not group.network.same_architecture(self.teacher.network):
           raise ValueError(f"group {name!r} initialises from the teacher, but no matching teacher is configured")
         params[name] = jax.tree.map(lambda a: a.astype(jnp.float32), teacher_params)
+        if is_stacked(group.network):
+          params[name] = group.network.from_single(params[name])
       elif group.init == "bundle":
         params[name] = jax.tree.map(lambda a: a.astype(jnp.float32), bundle_params[name])
       else:
@@ -147,7 +160,11 @@ class Trainer:
     repl = sharding_lib.replicated(self.mesh)
     params_sh, opt_sh = {}, {}
     for name, group in self.objective.groups.items():
-      params_sh[name] = sharding_lib.param_shardings(group.network.abstract_params(), self.mesh, self.rules)
+      if is_stacked(group.network):
+        single = sharding_lib.param_shardings(group.network.base.abstract_params(), self.mesh, self.rules)
+        params_sh[name] = sharding_lib.stacked_shardings(single, group.network.num_students, self.mesh)
+      else:
+        params_sh[name] = sharding_lib.param_shardings(group.network.abstract_params(), self.mesh, self.rules)
       structure = jax.tree.structure(abstract_state.params[name])
       opt_sh[name] = sharding_lib.match_tree_shardings(abstract_state.opt_state[name], structure, params_sh[name],
                                                        self.mesh)
@@ -188,7 +205,7 @@ class Trainer:
     new_params = optax.apply_updates(params[name], updates)
     if mask is not None:  # untouched entries keep their parameters and optimizer moments
       new_params = _select(mask, new_params, params[name])
-      new_opt = _select_opt_state(tx, mask, new_opt, old_opt, new_params)
+      new_opt = _select_opt_state(mask, new_opt, old_opt, new_params)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new_params)
     new_params, new_opt = jax.tree.map(lambda n, o: jnp.where(finite, n, o), (new_params, new_opt),
@@ -199,7 +216,7 @@ class Trainer:
                                                                          state.step)
       if reset is not None:  # re-initialised entries start with zero moments
         zeros = jax.tree.map(jnp.zeros_like, new_opt)
-        new_opt = _select_opt_state(tx, jax.tree.map(jnp.logical_not, reset), new_opt, zeros, new_params)
+        new_opt = _select_opt_state(jax.tree.map(jnp.logical_not, reset), new_opt, zeros, new_params)
     new_ema = optax.incremental_update(new_params, state.ema[name], 1.0 - ema_decay(self.ema_config, state.step))
     new_ema = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_ema, state.ema[name])
     metrics = {"loss": loss, "grad_norm": grad_norm, **metrics}

@@ -2,8 +2,10 @@
 
 A bundle is a folder:
   sampler.json  model name and arguments, output parameterisation, sampler settings and default steps, data kind,
-                shape, value range and classes, NFE, the SHA-256 of the parameters, provenance;
-  params/       the (EMA) parameters as an orbax checkpoint of a plain nested dict.
+                shape, value range and classes, NFE, the SHA-256 of the parameters, provenance; for K students
+                (distill/stacked.py) also 'multi_student': {'num_students': K, 'router': ...};
+  params/       the (EMA) parameters as an orbax checkpoint of a plain nested dict (K students: stacked on a leading
+                axis, so the checksum covers every student).
 It is written to a temporary folder and renamed into place, so a bundle is either complete or absent.
 """
 
@@ -25,6 +27,7 @@ from flax import nnx
 from distill.errors import UserError
 from distill.images import to_uint8
 from distill.networks import Network
+from distill.stacked import Router, StackedNetwork, is_stacked
 from samplers.generator import Generator
 from samplers.ode import SOLVERS
 
@@ -60,6 +63,8 @@ def export_bundle(out: str, network, params, *, sampler_config: dict, data_spec,
       "checksum": params_checksum(pure),
       "provenance": provenance or {},
   }
+  if is_stacked(network):
+    meta["multi_student"] = {"num_students": network.num_students, "router": network.router.to_dict()}
   with atomic_folder(out, prefix=".bundle-") as tmp:
     with ocp.StandardCheckpointer() as ckptr:
       ckptr.save(os.path.join(tmp, PARAMS_DIR), pure)
@@ -157,6 +162,8 @@ def load(path: str) -> ExportedSampler:
   if meta.get("format_version") != FORMAT_VERSION:
     raise UserError(f"{path}: bundle format {meta.get('format_version')} is not supported (expected {FORMAT_VERSION})")
   network = Network.create(meta["model"], meta["parameterization"])
+  if "multi_student" in meta:
+    network = _stacked_network(path, network, meta["multi_student"])
   abstract = nnx.to_pure_dict(network.abstract_params())
   target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), abstract)
   try:
@@ -170,3 +177,23 @@ def load(path: str) -> ExportedSampler:
   params = network.abstract_params()
   nnx.replace_by_pure_dict(params, pure)
   return ExportedSampler(path, meta, network, params)
+
+
+def _stacked_network(path: str, network: Network, multi: dict) -> StackedNetwork:
+  """The bundle's students and router, checked against each other and against the stored parameters."""
+  try:
+    router = Router.from_dict(multi["router"])
+  except (KeyError, TypeError, ValueError) as e:
+    raise UserError(f"{path}: the bundle's router is invalid ({e})") from None
+  if router.num_students != int(multi["num_students"]):
+    raise UserError(f"{path}: the router serves {router.num_students} students but the bundle holds "
+                    f"{multi['num_students']}")
+  with ocp.StandardCheckpointer() as ckptr:
+    stored = ckptr.metadata(os.path.join(path, PARAMS_DIR))
+  stored = getattr(stored, "item_metadata", stored)
+  leading = {int(leaf.shape[0]) for leaf in jax.tree.leaves(stored, is_leaf=lambda x: hasattr(x, "shape"))
+             if hasattr(leaf, "shape") and len(leaf.shape)}
+  if leading != {router.num_students}:
+    raise UserError(f"{path}: the router serves {router.num_students} students but the stored parameters hold "
+                    f"{sorted(leading)}")
+  return StackedNetwork(network, router)

@@ -13,6 +13,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from distill.sharding import to_host
+from distill.stacked import is_stacked, student_params
 from samplers.adaptive import rk45
 from samplers.grids import edm_sigmas, explicit_sigmas, schedule_sigmas, uniform_t_sigmas
 from samplers.guidance import classifier_free_guidance
@@ -44,10 +45,16 @@ def default_labels(indices: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 class Generator:
-  """Jitted sampler for one network: `generate(params, key, num, steps, labels)` -> numpy (num, *shape)."""
+  """Jitted sampler for one network: `generate(params, key, num, steps, labels)` -> numpy (num, *shape).
+
+  For stacked students (distill/stacked.py) each row is sampled by the student its router picks (from its label, or
+  from its noise), with that student's parameters: the rows of each student are sampled together, so a mixed batch
+  equals the per-student runs and costs what one student's batch costs."""
 
   def __init__(self, network, shape, sampler_config, mesh=None, batch_size: int = 1000):
     self.network = network
+    self.router = network.router if is_stacked(network) else None
+    self.sampled = network.base if self.router else network
     self.shape = tuple(shape)
     self.config = dict(sampler_config)
     self.num_classes = dict(network.model_kwargs).get("num_classes", 0)
@@ -79,7 +86,7 @@ class Generator:
     nfe = self.nfe(steps)
 
     def f(params, noise, labels, renoises=None):
-      denoise = lambda x, s, c: self.network.denoise(params, x, s, c)
+      denoise = lambda x, s, c: self.sampled.denoise(params, x, s, c)
       if guided:
         denoise = classifier_free_guidance(denoise, float(self.config["guidance"]), self.num_classes)
       if solver == "rk45":
@@ -118,7 +125,6 @@ class Generator:
     """(samples, the standard-normal noise each started from (x = sigma_max * noise), both (num, *shape), and the
     network evaluations each sample used (num,))."""
     steps = int(steps or self.config["steps"])
-    fn = self._fn(steps)
     indices = np.arange(first_index, first_index + num, dtype=np.int32)
     if self.num_classes:
       labels = default_labels(indices, self.num_classes) if labels is None else np.asarray(labels, np.int32)
@@ -126,6 +132,29 @@ class Generator:
         raise ValueError(f"labels must have shape ({num},), got {labels.shape}")
     elif labels is not None:
       raise ValueError("this model is unconditional: labels must be None")
+    if self.router is None:
+      return self._generate_rows(params, key, indices, labels, steps)
+    routes = self.router.route(labels, self.initial_noise(key, indices) if self.router.needs_noise else None)
+    out = None
+    for k in np.unique(routes):
+      rows = np.flatnonzero(routes == k)
+      res = self._generate_rows(student_params(params, int(k)), key, indices[rows],
+                                None if labels is None else labels[rows], steps)
+      if out is None:
+        out = tuple(np.empty((num,) + r.shape[1:], r.dtype) for r in res)
+      for full, part in zip(out, res):
+        full[rows] = part
+    return out
+
+  def initial_noise(self, key, indices: np.ndarray) -> np.ndarray:
+    """The standard-normal noise samples `indices` start from (num, *shape)."""
+    if "noise" not in self._compiled:
+      self._compiled["noise"] = jax.jit(lambda k, i: initial_noise(sample_keys(k, i), self.shape))
+    return np.asarray(self._compiled["noise"](key, jnp.asarray(indices)))
+
+  def _generate_rows(self, params, key, indices: np.ndarray, labels, steps: int):
+    """generate_with_noise for the sample indices `indices` of one network's parameters."""
+    fn, num = self._fn(steps), len(indices)
     # Batches of at most `self.chunk`, padded only up to a multiple of the device count.
     chunk = min(self.chunk, -(-num // self.mesh.size) * self.mesh.size)
     out, noise, nfe = [], [], []

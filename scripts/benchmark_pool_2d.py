@@ -3,7 +3,9 @@
   python scripts/benchmark_pool_2d.py --out bench_out [--toys moons,8gaussians,checkerboard] [--seeds 0,1,2]
 
 Per toy: the teacher (configs/toy2d_teacher.py) trained once; its 50k pairs; the pure-pool one-step student of
-configs/toy2d_nitro.py (judged at its last step, the exported checkpoint); the reflow one-step student of
+configs/toy2d_nitro.py (judged at its last step, the exported checkpoint); the same student with the optional L2
+regression to the paired teacher sample (regression weight 1, the pool's term at 0.3 x the regression's gradient
+norm: NitroFusion / LADD's optional term, --regression_variant); the reflow one-step student of
 configs/toy2d_reflow.py (2-RF then one-step distillation) from the same teacher. Energy distance and sliced W2 to
 fresh data (n = --num) on each of the --seeds sample sets (mean and standard deviation), with the data-vs-data
 floor, plus the wall-clock cost of each pipeline. Runs resume (bench_out/pool_2d/<toy>/...). Writes
@@ -25,6 +27,7 @@ def parse():
   p.add_argument("--num", type=int, default=20_000, help="samples per evaluation set")
   p.add_argument("--seeds", default="0,1,2", help="sample sets (evaluation seeds)")
   p.add_argument("--pool_steps", type=int, default=0, help="pool distillation steps (0: the config's)")
+  p.add_argument("--regression_variant", type=int, default=1, help="also train the pool + L2 regression student")
   benchmarking.add_results_flag(p, "adversarial")
   return p.parse_args()
 
@@ -60,12 +63,17 @@ def main():
     if not os.path.exists(os.path.join(teacher_dir, "export")):
       api.export(teacher_dir)
     pipelines = {}
-    for name, module in (("pool", toy2d_nitro), ("reflow", toy2d_reflow)):
+    variants = [("pool", toy2d_nitro), ("reflow", toy2d_reflow)]
+    variants += [("pool_regression", toy2d_nitro)] if args.regression_variant else []
+    for name, module in variants:
       config = module.get_config()
       config.data.source, config.teacher.workdir = source, teacher_dir
-      if name == "pool" and args.pool_steps:
+      if name.startswith("pool") and args.pool_steps:
         stage = config.stages.distill.config
         stage.train.num_steps = stage.optim.decay_steps = args.pool_steps
+      if name == "pool_regression":
+        config.objective.regression_weight = 1.0
+        config.objective.pool.update(weight_mode="grad_match", weight=0.3)
       result = api.train(config, os.path.join(root, name))
       seconds = sum(r.get("seconds", 0.0) for r in result["records"].values())  # as recorded when each stage ran
       pipelines[name] = (api.load(result["bundle"]), seconds)
@@ -75,8 +83,14 @@ def main():
                  seconds=pipelines["reflow"][1]),
             dict(model="pool one-step student", **spread(pipelines["pool"][0], source, args.num, 1, seeds),
                  seconds=pipelines["pool"][1])]
+    if "pool_regression" in pipelines:
+      rows.append(dict(model="pool + L2 regression one-step student",
+                       **spread(pipelines["pool_regression"][0], source, args.num, 1, seeds),
+                       seconds=pipelines["pool_regression"][1]))
     results[toy] = {"rows": rows, "pool_vs_reflow": rows[2]["energy"] / rows[1]["energy"],
                     "pool_vs_teacher": rows[2]["energy"] / rows[0]["energy"]}
+    if "pool_regression" in pipelines:
+      results[toy]["pool_regression_vs_reflow"] = rows[3]["energy"] / rows[1]["energy"]
 
   machine = benchmarking.machine_info()
   lines = [benchmarking.machine_line(machine) + f". Energy distance and SW2 to fresh data, n = {args.num}, mean +- sd "
@@ -89,7 +103,9 @@ def main():
               f"{row['energy_floor']:.4g} | {row['sw2']:.4g} +- {row['sw2_std']:.2g} | {row['sw2_floor']:.4g} | "
               f"{'-' if row['seconds'] != row['seconds'] else round(row['seconds'])} |" for row in r["rows"]]
     lines += ["", f"Pool / reflow energy: {r['pool_vs_reflow']:.2f}x; pool / 100-step teacher: "
-              f"{r['pool_vs_teacher']:.2f}x.", ""]
+              f"{r['pool_vs_teacher']:.2f}x." + (f" Pool + L2 regression / reflow: "
+                                                  f"{r['pool_regression_vs_reflow']:.2f}x."
+                                                  if "pool_regression_vs_reflow" in r else ""), ""]
   benchmarking.write_report(args.out, "pool_2d", {"machine": machine, "results": results}, lines,
                             results=args.results)
 

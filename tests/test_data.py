@@ -181,7 +181,7 @@ def test_npz_errors(tmp_path, arrays, match):
 
 
 def test_other_errors(tmp_path):
-  with pytest.raises(ValueError, match="unknown data scheme.*toy, npz, tfds"):
+  with pytest.raises(ValueError, match="unknown data scheme.*toy, toyset, npz, tfds"):
     data.make_source("csv:foo", seed=0)
   with pytest.raises(ValueError, match="unknown toy 'circles'.*8gaussians"):
     data.make_source("toy:circles", seed=0)

@@ -152,7 +152,7 @@ def test_every_param_has_logical_axes(config):
 def test_param_shardings_default_rules():
   """On a (data 4, fsdp 2) mesh the default rules shard 'embed' and 'conv_out' dims over fsdp, the rest replicated."""
   mesh = sharding.make_mesh({"data": 4, "fsdp": 2})
-  assert dict(mesh.shape) == {"data": 4, "fsdp": 2}
+  assert dict(mesh.shape) == {"student": 1, "data": 4, "fsdp": 2}
   net = Network.create(UNET | {"num_classes": 3}, EDM)
   shardings = _flat(sharding.param_shardings(net.abstract_params(), mesh, common.DEFAULT_RULES))
   rules = dict(common.DEFAULT_RULES)

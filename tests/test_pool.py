@@ -220,6 +220,37 @@ def test_teacher_features_are_the_networks_own_activations_pool():
   assert np.all(np.isfinite(g)) and np.any(np.asarray(g) != 0)
 
 
+def test_multi_student_pool_masked_update_and_refresh_per_student(tiny_teacher_bundle, tmp_path):
+  """Two students on a noise partition of teacher pairs, each with its own pool (MultiStudentWithPostUpdate): per
+  student, exactly the drawn heads of every group move (parameters and moments), and head ages advance per student."""
+  pairs_dir = str(tmp_path / "pairs")
+  api.make_pairs(pairs_dir, 256, teacher=tiny_teacher_bundle, steps=4)
+  c = pool_config(tiny_teacher_bundle, refresh=0.0)
+  c.data.source = f"pairs:{pairs_dir}"
+  c.multi_student = common.multi_student_section(2, partition="noise")
+  c.mesh.student = 2
+  b = run.build_run(c)
+  assert b.objective.num_students == 2 and b.source.partition_sizes[0] + b.source.partition_sizes[1] == 256
+  state = b.trainer.init_state()
+  for _ in range(6):
+    state, _ = one_step(b, state)
+  mu0, nu0 = adam_moments(state.opt_state["pool"])
+  before = [per_head(t) for t in (state.params["pool"], mu0, nu0)]
+  state, metrics = one_step(b, state)
+  mu1, nu1 = adam_moments(state.opt_state["pool"])
+  after = [per_head(t) for t in (state.params["pool"], mu1, nu1)]
+  config = b.objective.base.pool.config
+  for slot in before[0]:
+    for student in range(2):
+      changed = [np.any(a[slot][student] != z[slot][student], axis=1) for a, z in zip(before, after)]
+      np.testing.assert_array_equal(changed[0], changed[2])
+      per_group = changed[0].reshape(config.groups, config.heads_per_slot).sum(axis=1)
+      np.testing.assert_array_equal(per_group, config.sample_per_slot)
+  ages = [np.asarray(a) for a in jax.tree.leaves(state.aux["pool"]["age"])]
+  assert all(a.shape[0] == 2 and np.all(a == 7) for a in ages)
+  assert np.isfinite(float(metrics["generator/loss"])) and "generator/loss_student1" in metrics
+
+
 def test_pool_is_deterministic_resumes_bit_identically_after_kill_9_and_samples_its_schedule(tiny_teacher_bundle,
                                                                                              tmp_path):
   """Pool parameters, Adam moments, head ages and the stateless RNG all resume exactly after kill -9: the killed run,

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import tiny, tiny_two_network
+from configs import tiny, tiny_msd, tiny_two_network
 from distill import checkpointing, reporting, run
 from distill.errors import NonFiniteLossError, UserError
 
@@ -97,10 +97,12 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, reference, capsy
   assert [r["step"] for r in metric_rows(workdir)] == [5, 10, 15, 20]
 
 
-def test_kill_9_and_rerun_matches_uninterrupted_run(tmp_path, capsys):
+@pytest.mark.parametrize("module", [tiny, tiny_msd], ids=["single", "multi_student"])
+def test_kill_9_and_rerun_matches_uninterrupted_run(tmp_path, capsys, module):
+  """configs/tiny.py, and configs/tiny_msd.py's four stacked students (parameters, per-student optimizer states)."""
   killed, clean = str(tmp_path / "killed"), str(tmp_path / "clean")
   overrides = {"train.num_steps": 400, "train.ckpt_every": 50, "train.log_every": 50}
-  cmd = [DISTILL, "train", "--config", "configs/tiny.py", "--workdir", killed,
+  cmd = [DISTILL, "train", "--config", f"configs/{module.__name__.split('.')[-1]}.py", "--workdir", killed,
          *(f"--config.{k}={v}" for k, v in overrides.items())]
   env = dict(os.environ, DISTILL_COMPILATION_CACHE=os.path.expanduser("~/.cache/distill/jax-tests"))
   with open(tmp_path / "killed.log", "w") as log:
@@ -116,9 +118,9 @@ def test_kill_9_and_rerun_matches_uninterrupted_run(tmp_path, capsys):
 
   # The uninterrupted run of the same config in another workdir, then the killed one rerun to completion (in-process:
   # the command is a thin wrapper around run.train with this config; same 8 devices, same compiled step).
-  uninterrupted = leaves(run.train(tiny_config(**overrides), clean))
+  uninterrupted = leaves(run.train(tiny_config(module, **overrides), clean))
   capsys.readouterr()
-  resumed = leaves(run.train(tiny_config(**overrides), killed))
+  resumed = leaves(run.train(tiny_config(module, **overrides), killed))
   assert f"resuming from checkpoint step {max(at_kill)} " in capsys.readouterr().out
 
   assert max(ckpt_steps(killed)) == max(ckpt_steps(clean)) == 400

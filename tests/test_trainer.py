@@ -15,7 +15,6 @@ from distill import sharding as sharding_lib
 from distill.objectives.teacher_training import FlowMatching
 from distill.trainer import Trainer, ema_decay, learning_rate_schedule, make_optimizer
 
-AUTO = (jax.sharding.AxisType.Auto,) * 2
 
 
 def _config(module=tiny):
@@ -66,7 +65,7 @@ def test_sharded_step_matches_single_device():
   meshes = {
       "data8": sharding_lib.make_mesh({"data": 8, "fsdp": 1}),
       "data4_fsdp2": sharding_lib.make_mesh({"data": 4, "fsdp": 2}),
-      "single": jax.make_mesh((1, 1), sharding_lib.MESH_AXES, axis_types=AUTO, devices=jax.devices()[:1]),
+      "single": sharding_lib.make_mesh({"data": 1, "fsdp": 1}),
   }
   finals = {}
   for name, mesh in meshes.items():

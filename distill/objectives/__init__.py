@@ -12,9 +12,10 @@ from distill.networks import network_from_config
 from distill.objectives.adversarial import PairedStudent, WithPool
 from distill.objectives.base import Objective, ParamGroup
 from distill.objectives.boss import BOSSStraighten
+from distill.objectives.multi_student import MultiStudent, MultiStudentWithPostUpdate
 from distill.objectives.reflow import FlowGuidedDistillation, Reflow
 from distill.objectives.score_distillation import ScoreDistillation
-from distill.objectives.teacher_training import EDMDenoising, FlowMatching
+from distill.objectives.teacher_training import EDMDenoising, FlowMatching, TeacherScoreMatching
 from distill.objectives.two_network import TwoNetworkDemo
 
 
@@ -37,6 +38,17 @@ def _edm(config, data_spec, teacher):
 def _flow_matching(config, data_spec, teacher):
   del teacher
   return FlowMatching(groups=_single_group(config, data_spec), **_options(config))
+
+
+def _teacher_score_matching(config, data_spec, teacher):
+  """A student of config.model (e.g. smaller than the teacher), from random weights, regressing the teacher."""
+  if teacher is None:
+    raise UserError("teacher score matching regresses a teacher: set teacher.bundle or teacher.workdir")
+  net = network_from_config(config.model, config.parameterization, data_spec)
+  if bool(dict(net.model_kwargs).get("num_classes")) != bool(dict(teacher.network.model_kwargs).get("num_classes")):
+    raise UserError("teacher score matching needs the student and the teacher both class-conditional or both not")
+  return TeacherScoreMatching(groups=_single_group(config, data_spec), teacher_network=teacher.network,
+                              **_options(config))
 
 
 def _two_network_demo(config, data_spec, teacher):
@@ -239,6 +251,7 @@ def _score_distillation(config, data_spec, teacher):
 REGISTRY = {
     "edm": _edm,
     "flow_matching": _flow_matching,
+    "teacher_score_matching": _teacher_score_matching,
     "two_network_demo": _two_network_demo,
     "reflow": _reflow,
     "flow_guided": _flow_guided,
@@ -248,11 +261,27 @@ REGISTRY = {
 }
 
 
-def build(config, data_spec, teacher=None) -> Objective:
+NOISE_ROUTED = ("reflow", "adversarial")  # objectives whose student starts from the batch's pair noise
+
+
+def build(config, data_spec, teacher=None, router=None) -> Objective:
+  """The objective of config.objective.name; with a multi-student `router` (distill/stacked.py), wrapped so that
+  one student per part of the router's partition is trained (objectives/multi_student.py)."""
   name = config.objective.name
   if name not in REGISTRY:
     raise ValueError(f"unknown objective {name!r}; choose one of {sorted(REGISTRY)}")
-  return REGISTRY[name](config, data_spec, teacher)
+  objective = REGISTRY[name](config, data_spec, teacher)
+  if router is None:
+    return objective
+  if router.needs_noise and name not in NOISE_ROUTED:
+    raise UserError(f"multi_student.partition='noise' trains student k on the pairs whose noise lies in its cell; "
+                    f"objective {name!r} draws its own noise: use one of {', '.join(NOISE_ROUTED)} or a class "
+                    "partition")
+  wrapper = MultiStudentWithPostUpdate if hasattr(objective, "post_group_update") else MultiStudent
+  try:
+    return wrapper(objective, router, shared=tuple(config.multi_student.get("shared", ())))
+  except ValueError as e:
+    raise UserError(str(e)) from None
 
 
 __all__ = ["Objective", "ParamGroup", "REGISTRY", "build"]

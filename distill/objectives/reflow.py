@@ -92,7 +92,7 @@ def mix(a, b, t):
 def _cond(network, batch, rng, rate):
   if not dict(network.model_kwargs).get("num_classes", 0):
     return None
-  return drop_labels(rng, batch["label"], rate, network.model_kwargs["num_classes"])
+  return drop_labels(rng, batch["label"], rate, dict(network.model_kwargs)["num_classes"])
 
 
 @dataclasses.dataclass(frozen=True)

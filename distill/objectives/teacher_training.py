@@ -1,4 +1,5 @@
-"""Teacher training objectives: EDM denoising score matching and flow matching (1-rectified flow)."""
+"""Teacher training objectives: EDM denoising score matching, flow matching (1-rectified flow), and teacher score
+matching (a student regressing a frozen teacher on noised data)."""
 
 from __future__ import annotations
 
@@ -61,10 +62,37 @@ class FlowMatching(StatelessObjective):
   def loss(self, group, params, aux, teacher_params, batch, rng, step):
     del aux, teacher_params, step
     x1 = batch["x"]
-    k_t, k_noise, k_label, k_drop = jax.random.split(rng, 4)
-    t = jax.random.uniform(k_t, x1.shape[:1], minval=self.t_eps, maxval=1.0)
-    z = jax.random.normal(k_noise, x1.shape)
-    x_t = diffusion.expand(t, x1) * x1 + (1.0 - diffusion.expand(t, x1)) * z
+    t, z, x_t, k_label, k_drop = _rf_noised(x1, rng, self.t_eps)
     cond = _conditioning(self.groups[group], batch, k_label, self.label_dropout)
     v = self.groups[group].network.velocity(params[group], x_t, t, cond, train=True, rng=k_drop)
     return jnp.mean((v - (x1 - z)) ** 2), {}
+
+
+def _rf_noised(x1, rng, t_eps: float):
+  """(t ~ U[t_eps, 1] (B,), z ~ N(0, I), x_t = t x1 + (1 - t) z, a label key, a dropout key)."""
+  k_t, k_noise, k_label, k_drop = jax.random.split(rng, 4)
+  t = jax.random.uniform(k_t, x1.shape[:1], minval=t_eps, maxval=1.0)
+  z = jax.random.normal(k_noise, x1.shape)
+  return t, z, diffusion.expand(t, x1) * x1 + (1.0 - diffusion.expand(t, x1)) * z, k_label, k_drop
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherScoreMatching(StatelessObjective):
+  """MSD's teacher score matching (TSM, spec adversarial_multistudent.md section 6.2), the stage that lets a student
+  smaller than the teacher start a one-step objective close to it: on data noised as in flow matching, x_t = t x1 +
+  (1 - t) z, t ~ U[eps, 1], the student regresses the frozen teacher's velocity, |v_student(x_t, t, c) -
+  v_teacher(x_t, t, c)|^2 (the flow-matching loss with the teacher's prediction as the target)."""
+
+  groups: dict
+  teacher_network: object
+  t_eps: float = 1e-3
+  sample_group: str = "model"
+
+  def loss(self, group, params, aux, teacher_params, batch, rng, step):
+    del aux, step
+    x1 = batch["x"]
+    t, _, x_t, _, k_drop = _rf_noised(x1, rng, self.t_eps)
+    cond = batch["label"] if dict(self.groups[group].network.model_kwargs).get("num_classes", 0) else None
+    target = jax.lax.stop_gradient(self.teacher_network.velocity(teacher_params, x_t, t, cond))
+    v = self.groups[group].network.velocity(params[group], x_t, t, cond, train=True, rng=k_drop)
+    return jnp.mean((v - target) ** 2), {}

@@ -1,0 +1,134 @@
+"""Multi-student distillation (MSD, spec adversarial_multistudent.md sections 6 and 8) as a wrapper around any
+objective: K students, each serving one part of the condition space (distill/stacked.py's Router), trained at once.
+
+- Layout: every group of the wrapped objective becomes a StackedNetwork (parameters with a leading student axis; its
+  optimizer is vmapped too, so clipping, moments and step counts are per student), except the groups named in
+  `shared` (one network for all students, e.g. a shared conditional fake score, spec section 8.3 (ii)).
+- Batch: rows laid out student by student (distill/partitioned_data.py): a global batch of K * b rows is reshaped
+  to (K, b, ...) and student k's loss sees block k. Keys prefixed 'full_' hold rows drawn from the whole data set
+  (MSD's full-set paired regression); they are split into blocks the same way.
+- Loss: the wrapped objective's loss is vmapped over students (parameters, objective state, batch block and key
+  fold_in(rng, k)); the teacher's parameters are broadcast, so its K calls fuse into one batched call. The loss of a
+  stacked group is the sum over students, so each student's gradient is exactly its own loss's gradient; that of a
+  shared group is the mean over students (the whole batch).
+- Metrics: scalar metrics are averaged over students; each student's loss is also logged as loss_student<k>.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from distill.objectives.base import UPDATE_MASK, ParamGroup
+from distill.stacked import Router, StackedNetwork
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiStudent:
+  """See the module docstring."""
+
+  base: object
+  router: Router
+  shared: tuple = ()
+
+  def __post_init__(self):
+    unknown = sorted(set(self.shared) - set(self.base.groups))
+    if unknown:
+      raise ValueError(f"multi_student.shared names groups {unknown}; the objective's groups are "
+                       f"{', '.join(self.base.groups)}")
+    if self.base.sample_group in self.shared:
+      raise ValueError(f"multi_student.shared cannot hold the students themselves ({self.base.sample_group!r})")
+
+  @property
+  def num_students(self) -> int:
+    return self.router.num_students
+
+  @property
+  def groups(self) -> dict:
+    return {name: g if name in self.shared else _stacked_group(g, self.router) for name, g in self.base.groups.items()}
+
+  @property
+  def sample_group(self) -> str:
+    return self.base.sample_group
+
+  @property
+  def warmup_steps(self) -> int:
+    return getattr(self.base, "warmup_steps", 0)
+
+  def _axes(self, params) -> dict:
+    return {name: None if name in self.shared else 0 for name in params}
+
+  def _blocks(self, batch) -> dict:
+    k = self.num_students
+    return {name: v.reshape((k, v.shape[0] // k) + v.shape[1:]) for name, v in batch.items()}
+
+  def _keys(self, rng):
+    return jax.vmap(lambda k: jax.random.fold_in(rng, k))(jnp.arange(self.num_students))
+
+  def init_aux(self, params, teacher_params, rng):
+    return jax.vmap(lambda p, r: self.base.init_aux(p, teacher_params, r), in_axes=(self._axes(params), 0))(
+        params, self._keys(rng))
+
+  def post_update(self, params, aux, step):
+    return jax.vmap(lambda p, a: self.base.post_update(p, a, step), in_axes=(self._axes(params), 0))(params, aux)
+
+  def per_student_loss(self, group, params, aux, teacher_params, batch, rng, step):
+    """(losses (K,), metrics with leading K) of the wrapped objective, student by student."""
+    per = lambda p, a, b, r: self.base.loss(group, p, a, teacher_params, b, r, step)
+    return jax.vmap(per, in_axes=(self._axes(params), 0, 0, 0))(params, aux, self._blocks(batch), self._keys(rng))
+
+  def loss(self, group, params, aux, teacher_params, batch, rng, step):
+    losses, metrics = self.per_student_loss(group, params, aux, teacher_params, batch, rng, step)
+    total = jnp.mean(losses) if group in self.shared else jnp.sum(losses)
+    return total, _reduce(metrics, losses)
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiStudentWithPostUpdate(MultiStudent):
+  """MultiStudent around an objective with post_group_update (e.g. a discriminator pool's refresh): the hook runs per
+  student, with that student's metrics, before the metrics are averaged."""
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.shared:
+      raise ValueError(f"multi_student.shared {list(self.shared)}: groups with a post-update hook (a discriminator "
+                       "pool) are per student here; share none of them")
+
+  def loss(self, group, params, aux, teacher_params, batch, rng, step):
+    losses, metrics = self.per_student_loss(group, params, aux, teacher_params, batch, rng, step)
+    return jnp.sum(losses), {**metrics, "loss_per_student": losses}
+
+  def post_group_update(self, group, params, aux, metrics, rng, step):
+    losses = metrics.pop("loss_per_student")
+    hook = lambda p, a, m, r: self.base.post_group_update(group, p, a, m, r, step)
+    params, reset, aux, metrics = jax.vmap(hook)(params, aux, metrics, self._keys(rng))
+    return params, reset, aux, _reduce(metrics, losses)
+
+
+def _reduce(metrics: dict, losses) -> dict:
+  """Scalar-per-student metrics averaged over students (each student's loss kept as loss_student<k>); the update
+  mask passed through with its student axis; other arrays (histograms) flattened over students."""
+  out = {f"loss_student{k}": losses[k] for k in range(losses.shape[0])}
+  for name, value in metrics.items():
+    if name == UPDATE_MASK:
+      out[name] = value
+    elif value.ndim == 1:
+      out[name] = jnp.mean(value)
+    else:
+      out[name] = value.reshape(-1)
+  return out
+
+
+def _stacked_group(group: ParamGroup, router: Router) -> ParamGroup:
+  """The group with one network per student; bundle initial parameters copied to every student unless they are
+  stacked already (a multi-student bundle with as many students)."""
+  init_params = group.init_params
+  if group.init == "bundle":
+    leaves = jax.tree.leaves(init_params)
+    single = jax.tree.leaves(group.network.abstract_params())
+    if [a.shape for a in leaves] == [a.shape for a in single]:
+      init_params = jax.tree.map(lambda a: np.broadcast_to(a, (router.num_students,) + a.shape), init_params)
+  return dataclasses.replace(group, network=StackedNetwork(group.network, router), init_params=init_params)
