@@ -8,7 +8,7 @@ student with its own fake score) or reflow one-step distillation from 10k teache
   distill sample --sampler runs/mnist_msd/export --num 64 --labels 7 --out S.npz
 
 Matched compute: the batch (40 rows) is split between the students, so K students see the images of one student
-for the same steps. --config.multi_student.shared=fake shares one conditional fake score (spec section 8.3 (ii)).
+for the same steps. --config.multi_student.shared="('fake',)" shares one conditional fake score (spec 8.3 (ii)).
 """
 
 from configs import common, mnist_score, mnist_teacher

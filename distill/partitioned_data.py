@@ -14,7 +14,7 @@ import numpy as np
 from distill.data import ArraySource, DataSource
 from distill.stacked import Router
 
-FULL_PREFIX = "full_"
+FULL_PREFIX = "full_"  # batch keys of the full-set rows (read by objectives/base.full_set_rows)
 
 
 def example_routes(source: ArraySource, router: Router) -> np.ndarray:

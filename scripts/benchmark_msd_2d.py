@@ -8,7 +8,8 @@ teacher's weights, trained on its block of classes) with the same batch (512 row
 steps, so every K sees the same images for the same number of updates. Each student set is scored at its last step
 on --sample_seeds sets of --num routed samples (balanced labels): energy distance to fresh data (with the
 data-vs-data floor) and the per-class energy (samples of class c against data of class c). Reported: mean and
-standard deviation over training seeds of the per-run mean over sample sets; the 100-step teacher alongside.
+standard deviation over training seeds of the per-run mean over sample sets; the 100-step teacher alongside; and
+the sampling rate of each K's routed mixed-label batch (training seed 0's bundle, --rate_num samples).
 Runs resume (OUT/msd_2d/...). Writes OUT/msd_2d.json and .md and appends to docs/results/multi_student.md.
 """
 
@@ -29,6 +30,7 @@ def parse():
   p.add_argument("--sample_seeds", type=int, default=3)
   p.add_argument("--num", type=int, default=8000, help="samples per evaluation set")
   p.add_argument("--steps", type=int, default=0, help="distillation steps (0: the config's)")
+  p.add_argument("--rate_num", type=int, default=20_000, help="batch of the sampling-rate measurement")
   benchmarking.add_results_flag(p, "multi_student")
   return p.parse_args()
 
@@ -85,7 +87,9 @@ def main():
       config.teacher.bundle = teacher_bundle
       workdir = os.path.join(root, f"k{k}_seed{seed}")
       api.train(config, workdir)
-      runs.setdefault(k, []).append({"seed": seed, **scored(api.load(api.export(workdir)), 1)})
+      bundle = api.load(api.export(workdir))
+      rate = {"samples_per_s": benchmarking.sampling_rate(bundle, 1, args.rate_num)} if not runs.get(k) else {}
+      runs.setdefault(k, []).append({"seed": seed, **scored(bundle, 1), **rate})
 
   summary = {}
   for k, rows in runs.items():
@@ -97,12 +101,14 @@ def main():
            f"from the teacher's 50k pairs), batch 512 split between the K students, same steps; energy distance over "
            f"{args.sample_seeds} sets of {args.num} routed samples, mean +- sd over training seeds "
            f"{args.train_seeds}; students at their last step.", "",
-           "| model | NFE | energy | per-class energy | energy floor |", "|---|---|---|---|---|",
+           "| model | NFE | energy | per-class energy | energy floor | samples/s (mixed labels) |",
+           "|---|---|---|---|---|---|",
            f"| teacher, Euler 100 steps | 100 | {teacher['energy']:.4g} | {teacher['class_energy']:.4g} | "
-           f"{teacher['energy_floor']:.4g} |"]
+           f"{teacher['energy_floor']:.4g} | - |"]
   for k, s in summary.items():
     lines.append(f"| K = {k} students | 1 | {s['energy']['mean']:.4g} +- {s['energy']['sd']:.2g} | "
-                 f"{s['class_energy']['mean']:.4g} +- {s['class_energy']['sd']:.2g} | {teacher['energy_floor']:.4g} |")
+                 f"{s['class_energy']['mean']:.4g} +- {s['class_energy']['sd']:.2g} | {teacher['energy_floor']:.4g} | "
+                 f"{runs[k][0]['samples_per_s']:.0f} |")
   benchmarking.write_report(args.out, "msd_2d", {"machine": machine, "teacher": teacher, "runs": runs,
                                                  "summary": summary}, lines, results=args.results)
 

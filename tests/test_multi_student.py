@@ -199,3 +199,53 @@ def test_multi_student_bundle_routes_mixed_labels_and_checksums_every_student(tm
   json.dump(meta, open(os.path.join(bundle, "sampler.json"), "w"))
   with pytest.raises(UserError, match="router serves 2 students but the stored parameters hold \\[4\\]"):
     samplers.load(bundle)
+
+
+def test_multi_student_full_set_rows_feed_the_paired_regression_term():
+  """A multi-student batch's 'full_' rows (whole data set) are what the paired regression uses, not the partition's
+  rows: the loss equals the loss on the full rows alone."""
+  from distill.networks import Network
+  from distill.objectives.adversarial import PairedStudent
+  from distill.objectives.base import ParamGroup
+
+  net = Network.create(dict(name="mlp", dim=2, width=16, depth=1, emb_dim=8), dict(name="edm"))
+  student = PairedStudent(groups={"generator": ParamGroup(net, {})}, levels=(80.0,), level_probs=(1.0,),
+                          regression_weight=1.0)
+  params = {"generator": net.init(jax.random.key(0))}
+  rng = np.random.default_rng(0)
+  rows = lambda: {"x": jnp.asarray(rng.standard_normal((8, 2)), jnp.float32),
+                  "noise": jnp.asarray(rng.standard_normal((8, 2)), jnp.float32)}
+  partition, full = rows(), rows()
+  loss = lambda b: float(student.loss("generator", params, {}, None, b, jax.random.key(1), 0)[0])
+  mixed = {**partition, **{f"full_{k}": v for k, v in full.items()}}
+  assert loss(mixed) == pytest.approx(loss(full), rel=1e-6)
+  assert abs(loss(mixed) - loss(partition)) > 1e-3
+
+
+def test_toy2d_multi_student_contract(tmp_path, capsys):
+  """The contract: `distill train --config configs/toy2d_msd.py --workdir W --config.data.source=npz:P.npz
+  --config.multi_student.k=K` runs teacher, pairs and K students on any labelled point cloud; export writes the
+  routed bundle and `distill sample --labels L` samples class L through its student; a label outside every
+  partition is one clear line."""
+  from distill import cli
+
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 4, 800)
+  centres = np.array([[2.0, 0.0], [0.0, 2.0], [-2.0, 0.0], [0.0, -2.0]])
+  npz = tmp_path / "P.npz"
+  np.savez(npz, points=(centres[labels] + 0.1 * rng.standard_normal((800, 2))).astype(np.float32), labels=labels)
+  workdir, bundle, out = tmp_path / "W", tmp_path / "B", tmp_path / "S.npz"
+  small = ["--config.stages.teacher.config.train.num_steps=20", "--config.stages.pairs.num=512",
+           "--config.stages.distill.config.train.num_steps=10", "--config.stages.distill.config.train.eval_every=0",
+           "--config.stages.teacher.config.train.eval_every=0", "--config.multi_student.k=2"]
+  assert cli.main(["train", "--config", "configs/toy2d_msd.py", "--workdir", str(workdir),
+                   f"--config.data.source=npz:{npz}", *small]) == 0
+  assert cli.main(["export", "--workdir", str(workdir), "--out", str(bundle)]) == 0
+  capsys.readouterr()
+  assert cli.main(["sample", "--sampler", str(bundle), "--num", "64", "--labels", "3", "--out", str(out)]) == 0
+  s = samplers.load(str(bundle))
+  assert s.network.router.table == (0, 0, 1, 1)
+  with np.load(out) as f:
+    np.testing.assert_array_equal(f["samples"], s.sample(jax.random.key(0), 64, labels=np.full(64, 3, np.int32)))
+  assert cli.main(["sample", "--sampler", str(bundle), "--num", "4", "--labels", "7", "--out", str(out)]) != 0
+  assert "outside every partition" in capsys.readouterr().err

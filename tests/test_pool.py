@@ -234,11 +234,14 @@ def test_multi_student_pool_masked_update_and_refresh_per_student(tiny_teacher_b
   state = b.trainer.init_state()
   for _ in range(6):
     state, _ = one_step(b, state)
+  per_student_head = lambda tree: {  # {slot: (students, stack, -1)}
+      slot: np.concatenate([np.asarray(x).reshape(x.shape[:2] + (-1,)) for x in jax.tree.leaves(sub)], axis=2)
+      for slot, sub in tree.items()}
   mu0, nu0 = adam_moments(state.opt_state["pool"])
-  before = [per_head(t) for t in (state.params["pool"], mu0, nu0)]
+  before = [per_student_head(t) for t in (state.params["pool"], mu0, nu0)]
   state, metrics = one_step(b, state)
   mu1, nu1 = adam_moments(state.opt_state["pool"])
-  after = [per_head(t) for t in (state.params["pool"], mu1, nu1)]
+  after = [per_student_head(t) for t in (state.params["pool"], mu1, nu1)]
   config = b.objective.base.pool.config
   for slot in before[0]:
     for student in range(2):

@@ -13,7 +13,8 @@
   `level_probs`. Level 0 starts from sigma_0 * z (z: the pair's noise when the batch has one); level k > 0 from
   backward simulation, the student's own (not differentiated) k-step rollout re-noised to sigma_k, as the multistep
   student sampler does at inference. An optional regression term pulls the level-0 output to the paired teacher
-  sample: regression_weight * distance(D(sigma_0 z; sigma_0), x_teacher).
+  sample: regression_weight * distance(D(sigma_0 z; sigma_0), x_teacher), on the batch's level-0 rows, or on the
+  full-set rows of a multi-student batch (objectives/base.full_set_rows).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from distill.objectives.base import UPDATE_MASK, ParamGroup, StatelessObjective
+from distill.objectives.base import UPDATE_MASK, ParamGroup, StatelessObjective, full_set_rows
 from distill.objectives.reflow import check_distance, distance
 
 WEIGHT_MODES = ("fixed", "grad_match")
@@ -85,11 +86,19 @@ class PairedStudent(StatelessObjective):
 
   def loss(self, group, params, aux, teacher_params, batch, rng, step):
     del aux, teacher_params
-    x_hat, _, k = self.student_sample(params, batch, rng, step)
-    if self.regression_weight <= 0 or "noise" not in batch:
+    pairs = full_set_rows(batch)
+    if self.regression_weight <= 0 or "noise" not in pairs:
       return jnp.zeros(()), {}
-    first = (k == 0).astype(jnp.float32)
-    reg = distance(x_hat, batch["x"].astype(x_hat.dtype), self.regression_distance, lpips=self.lpips)
+    if pairs is not batch:  # the full set's pairs, all at the one-step level
+      network, sigma = self.groups["generator"].network, self.levels[0]
+      cond = pairs.get("label") if _num_classes(network) else None
+      x_hat = network.denoise(params["generator"], sigma * pairs["noise"].astype(pairs["x"].dtype),
+                              jnp.full(pairs["x"].shape[:1], sigma), cond)
+      first = jnp.ones(x_hat.shape[:1])
+    else:
+      x_hat, _, k = self.student_sample(params, batch, rng, step)
+      first = (k == 0).astype(jnp.float32)
+    reg = distance(x_hat, pairs["x"].astype(x_hat.dtype), self.regression_distance, lpips=self.lpips)
     reg = jnp.sum(first * reg) / jnp.maximum(jnp.sum(first), 1.0)
     return self.regression_weight * reg, {"regression": reg}
 

@@ -28,9 +28,17 @@ import dataclasses
 from typing import Any, Mapping, Protocol
 
 from distill.networks import Network
+from distill.partitioned_data import FULL_PREFIX
 
 
 UPDATE_MASK = "update_mask"  # metrics key of a loss's masked-update pytree (see the module docstring)
+
+
+def full_set_rows(batch: dict) -> dict:
+  """The rows a full-set term (paired regression) uses: a multi-student batch's 'full_<key>' rows when it carries
+  them (MSD's lesson: regression pairs are not filtered by partition), the batch itself otherwise."""
+  full = {k[len(FULL_PREFIX):]: v for k, v in batch.items() if k.startswith(FULL_PREFIX)}
+  return full or batch
 
 
 @dataclasses.dataclass(frozen=True)

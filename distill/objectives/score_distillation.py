@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from distill import diffusion
-from distill.objectives.base import StatelessObjective
+from distill.objectives.base import StatelessObjective, full_set_rows
 from distill.objectives.reflow import check_distance, distance
 
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
@@ -334,9 +334,10 @@ class ScoreDistillation(StatelessObjective):
       per_sample = per_sample + adv_weight * adv
       metrics["adversarial"] = jnp.mean(adv)
     if self.regression_weight > 0:
-      pair_cond = batch.get("label") if self._num_classes() else None
-      x_reg = self.generate(params["generator"], batch["noise"], pair_cond, train=True, rng=k_reg)
-      reg = distance(x_reg, batch["x"].astype(x_reg.dtype), self.regression_distance, lpips=self.lpips)
+      pairs = full_set_rows(batch)
+      pair_cond = pairs.get("label") if self._num_classes() else None
+      x_reg = self.generate(params["generator"], pairs["noise"], pair_cond, train=True, rng=k_reg)
+      reg = distance(x_reg, pairs["x"].astype(x_reg.dtype), self.regression_distance, lpips=self.lpips)
       per_sample = per_sample + self.regression_weight * reg
       metrics["regression"] = jnp.mean(reg)
     loss, masked = masked_mean(per_sample)
