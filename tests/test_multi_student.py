@@ -249,3 +249,69 @@ def test_toy2d_multi_student_contract(tmp_path, capsys):
     np.testing.assert_array_equal(f["samples"], s.sample(jax.random.key(0), 64, labels=np.full(64, 3, np.int32)))
   assert cli.main(["sample", "--sampler", str(bundle), "--num", "4", "--labels", "7", "--out", str(out)]) != 0
   assert "outside every partition" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def conditional_teacher(tmp_path_factory):
+  """A tiny class-conditional MLP teacher on 8 labelled Gaussians (configs/tiny_msd.py with multi-student off)."""
+  c = _config(**{"train.num_steps": 10, "multi_student.k": 0})
+  workdir = str(tmp_path_factory.mktemp("conditional_teacher"))
+  api.train(c, workdir)
+  return api.export(workdir)
+
+
+@pytest.mark.parametrize("shared", [(), ("fake",)], ids=["own_fake_scores", "shared_fake_score"])
+def test_multi_student_wraps_score_distillation(conditional_teacher, shared):
+  """SiD under multi_student: generators (and fake scores, unless shared) stacked per student, the shared fake score
+  trained on every student's samples; the generator block of student k only sees its classes."""
+  c = _config(**{"teacher.bundle": conditional_teacher, "multi_student.k": 2})
+  c.objective = common.score_distillation_objective("sid")
+  c.multi_student.shared = shared
+  c.optim.clip_norm = 0.0
+  built = run.build_run(c)
+  groups = built.objective.groups
+  assert type(groups["generator"].network).__name__ == "StackedNetwork"
+  assert (type(groups["fake"].network).__name__ == "StackedNetwork") == (not shared)
+  state = built.trainer.init_state()
+  teacher = built.trainer.teacher_params()
+  for step in range(2):
+    batch = sharding_lib.global_batch(built.source.global_batch(step, c.data.batch_size), built.mesh)
+    state, metrics = built.trainer.step(state, teacher, batch)
+  fake = jax.tree.leaves(state.params["fake"])[0]
+  assert fake.shape[0] == 2 if not shared else fake.ndim == jax.tree.leaves(built.trainer.teacher_params())[0].ndim
+  assert all(np.isfinite(float(metrics[f"generator/loss_student{k}"])) for k in range(2))
+  # The two generators started equal (both from the teacher) and now differ: each followed its own classes.
+  gen = _leaves(state.params["generator"])
+  assert any(not np.allclose(g[0], g[1]) for g in gen)
+
+
+def test_multi_student_teacher_score_matching_then_distillation_from_its_weights(conditional_teacher, tmp_path):
+  """TSM: a student equal to the teacher has loss 0; then a pipeline trains two smaller students by TSM and starts
+  two one-step reflow students from those stacked weights (init_stage)."""
+  from distill.objectives.teacher_training import TeacherScoreMatching
+  from distill.objectives.base import ParamGroup
+
+  teacher = samplers.load(conditional_teacher)
+  tsm = TeacherScoreMatching(groups={"model": ParamGroup(teacher.network, {})}, teacher_network=teacher.network)
+  batch = {"x": jnp.ones((8, 2)), "label": jnp.arange(8) % 8}
+  assert float(tsm.loss("model", {"model": teacher.params}, {}, teacher.params, batch, jax.random.key(0), 0)[0]) == 0
+
+  small = lambda cfg: cfg.model.update(width=8) or cfg
+  tsm_stage = small(_config(**{"train.num_steps": 4, "train.ckpt_every": 4}))
+  tsm_stage.objective = common.teacher_score_matching_objective()
+  distill = small(_config(**{"train.num_steps": 3, "train.ckpt_every": 3}))
+  distill.objective = common.reflow_objective(time="t0")
+  stages = {"teacher": common.train_stage(_config()),  # skipped: the pipeline's teacher.bundle is the teacher
+            "pairs": common.pairs_stage("teacher", num=256, seed=1, steps=2),
+            "tsm": common.train_stage(tsm_stage, teacher_stage="teacher"),
+            "distill": common.train_stage(distill, data_stage="pairs", teacher_stage="teacher", init_stage="tsm")}
+  c = common.multi_student_pipeline(stages, "toyset:8gaussians:4096")
+  c.teacher.bundle = conditional_teacher
+  c.stages.tsm.config.multi_student = c.multi_student
+  c.multi_student.k = 2
+  result = api.train(c, str(tmp_path / "w"))
+  tsm_params = samplers.load(str(tmp_path / "w" / "tsm" / "export")).params
+  student = samplers.load(result["bundle"])
+  assert student.network.num_students == 2 and dict(student.network.model_kwargs)["width"] == 8
+  first = lambda p: np.asarray(jax.tree.leaves(p)[0])
+  assert first(tsm_params).shape == first(student.params).shape and first(tsm_params).shape[0] == 2
