@@ -5,7 +5,7 @@
 Per toy: the teacher (configs/toy2d_teacher.py) trained once; its 50k pairs; the pure-pool one-step student of
 configs/toy2d_nitro.py (judged at its last step, the exported checkpoint); the same student with the optional L2
 regression to the paired teacher sample (regression weight 1, the pool's term at 0.3 x the regression's gradient
-norm: NitroFusion / LADD's optional term, --regression_variant); the reflow one-step student of
+norm: NitroFusion / LADD's optional term); the reflow one-step student of
 configs/toy2d_reflow.py (2-RF then one-step distillation) from the same teacher. Energy distance and sliced W2 to
 fresh data (n = --num) on each of the --seeds sample sets (mean and standard deviation), with the data-vs-data
 floor, plus the wall-clock cost of each pipeline. Runs resume (bench_out/pool_2d/<toy>/...). Writes
@@ -18,6 +18,9 @@ import argparse
 import os
 
 
+LABELS = {"pool": "pool", "reflow": "reflow", "pool_regression": "pool + L2 regression"}
+
+
 def parse():
   from distill import benchmarking
 
@@ -27,7 +30,8 @@ def parse():
   p.add_argument("--num", type=int, default=20_000, help="samples per evaluation set")
   p.add_argument("--seeds", default="0,1,2", help="sample sets (evaluation seeds)")
   p.add_argument("--pool_steps", type=int, default=0, help="pool distillation steps (0: the config's)")
-  p.add_argument("--regression_variant", type=int, default=1, help="also train the pool + L2 regression student")
+  p.add_argument("--variants", default="pool,reflow,pool_regression",
+                 help="students to train: pool, reflow, pool_regression (pool + L2 regression)")
   benchmarking.add_results_flag(p, "adversarial")
   return p.parse_args()
 
@@ -63,9 +67,9 @@ def main():
     if not os.path.exists(os.path.join(teacher_dir, "export")):
       api.export(teacher_dir)
     pipelines = {}
-    variants = [("pool", toy2d_nitro), ("reflow", toy2d_reflow)]
-    variants += [("pool_regression", toy2d_nitro)] if args.regression_variant else []
-    for name, module in variants:
+    modules = {"pool": toy2d_nitro, "reflow": toy2d_reflow, "pool_regression": toy2d_nitro}
+    for name in args.variants.split(","):
+      module = modules[name]
       config = module.get_config()
       config.data.source, config.teacher.workdir = source, teacher_dir
       if name.startswith("pool") and args.pool_steps:
@@ -78,19 +82,13 @@ def main():
       seconds = sum(r.get("seconds", 0.0) for r in result["records"].values())  # as recorded when each stage ran
       pipelines[name] = (api.load(result["bundle"]), seconds)
     teacher = api.load(os.path.join(teacher_dir, "export"))
-    rows = [dict(model="teacher", **spread(teacher, source, args.num, 100, seeds), seconds=float("nan")),
-            dict(model="reflow one-step student", **spread(pipelines["reflow"][0], source, args.num, 1, seeds),
-                 seconds=pipelines["reflow"][1]),
-            dict(model="pool one-step student", **spread(pipelines["pool"][0], source, args.num, 1, seeds),
-                 seconds=pipelines["pool"][1])]
-    if "pool_regression" in pipelines:
-      rows.append(dict(model="pool + L2 regression one-step student",
-                       **spread(pipelines["pool_regression"][0], source, args.num, 1, seeds),
-                       seconds=pipelines["pool_regression"][1]))
-    results[toy] = {"rows": rows, "pool_vs_reflow": rows[2]["energy"] / rows[1]["energy"],
-                    "pool_vs_teacher": rows[2]["energy"] / rows[0]["energy"]}
-    if "pool_regression" in pipelines:
-      results[toy]["pool_regression_vs_reflow"] = rows[3]["energy"] / rows[1]["energy"]
+    rows = {"teacher": dict(model="teacher", **spread(teacher, source, args.num, 100, seeds), seconds=float("nan"))}
+    for name, (sampler, seconds) in pipelines.items():
+      rows[name] = dict(model=f"{LABELS[name]} one-step student", **spread(sampler, source, args.num, 1, seeds),
+                        seconds=seconds)
+    ratios = {f"{name}_vs_{ref}": rows[name]["energy"] / rows[ref]["energy"]
+              for name in ("pool", "pool_regression") for ref in ("reflow", "teacher") if name in rows and ref in rows}
+    results[toy] = {"rows": list(rows.values()), **ratios}
 
   machine = benchmarking.machine_info()
   lines = [benchmarking.machine_line(machine) + f". Energy distance and SW2 to fresh data, n = {args.num}, mean +- sd "
@@ -102,10 +100,8 @@ def main():
     lines += [f"| {row['model']} | {row['steps']} | {row['nfe']} | {row['energy']:.4g} +- {row['energy_std']:.2g} | "
               f"{row['energy_floor']:.4g} | {row['sw2']:.4g} +- {row['sw2_std']:.2g} | {row['sw2_floor']:.4g} | "
               f"{'-' if row['seconds'] != row['seconds'] else round(row['seconds'])} |" for row in r["rows"]]
-    lines += ["", f"Pool / reflow energy: {r['pool_vs_reflow']:.2f}x; pool / 100-step teacher: "
-              f"{r['pool_vs_teacher']:.2f}x." + (f" Pool + L2 regression / reflow: "
-                                                  f"{r['pool_regression_vs_reflow']:.2f}x."
-                                                  if "pool_regression_vs_reflow" in r else ""), ""]
+    lines += ["", "Energy ratios: " + "; ".join(f"{k.replace('_vs_', ' / ')} {v:.2f}x" for k, v in r.items()
+                                                 if k != "rows") + ".", ""]
   benchmarking.write_report(args.out, "pool_2d", {"machine": machine, "results": results}, lines,
                             results=args.results)
 

@@ -63,3 +63,15 @@ def test_results_document_gets_one_dated_section_per_run(tmp_path):
     assert "- command: `python " in section
   assert benchmarking.git_commit() not in ("", "unknown")  # the tests run from the repository's checkout
   assert (tmp_path / "out" / "toy_bench.json").exists() and (tmp_path / "out" / "toy_bench.md").exists()
+
+
+@pytest.mark.parametrize("name", sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "scripts"))
+                                        if f.startswith("benchmark_") and f.endswith(".py")))
+def test_every_benchmark_script_loads_and_parses_its_flags(name, monkeypatch, capsys):
+  """Each benchmark script imports and its argument parser answers --help (a typo in a script fails here, not after
+  an hour of benchmarking)."""
+  module = _load_script(name)
+  monkeypatch.setattr("sys.argv", [name, "--help"])
+  with pytest.raises(SystemExit) as exit_info:
+    module.parse() if hasattr(module, "parse") else module.main()
+  assert exit_info.value.code == 0 and "usage" in capsys.readouterr().out

@@ -64,7 +64,7 @@ def train_args(workdir, *overrides):
     ("--config.optim.learning_rate=abc", ["optim.learning_rate", "abc"]),
     ("--config.objective.name=nope", ["unknown objective 'nope'", "flow_matching"]),
     ("--config.data.source=toy:nope", ["unknown toy 'nope'", "moons"]),
-    ("--config.data.source=foo:bar", ["unknown data scheme in 'foo:bar'", "toy, npz, tfds"]),
+    ("--config.data.source=foo:bar", ["unknown data scheme in 'foo:bar'", "toy, toyset, npz, tfds"]),
 ])
 def test_train_config_problems_are_one_line(capsys, tmp_path, override, fragments):
   result = distill(capsys, *train_args(tmp_path / "w", override))
