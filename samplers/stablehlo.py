@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import export as jax_export
 
+from distill.errors import UserError
 from samplers.export import atomic_folder
 
 STABLEHLO_DIR = "stablehlo"
@@ -72,6 +73,9 @@ def export_function(sampler, steps: int, platforms=DEFAULT_PLATFORMS) -> jax_exp
 def export_stablehlo(sampler, steps_list=None, platforms=DEFAULT_PLATFORMS) -> list[int]:
   """Write sampler.path/stablehlo/ (replacing an older one) for each step count in `steps_list` (default: 1 and the
   bundle's default; an explicit sigma grid has only its own count); returns the step counts written."""
+  if "multi_student" in sampler.meta:
+    raise UserError(f"{sampler.path} holds {sampler.meta['multi_student']['num_students']} routed students; StableHLO "
+                    "export takes a single-network bundle")
   if steps_list is None:
     explicit = sampler.meta["sampler"]["grid"] == "explicit"
     steps_list = [sampler.default_steps] if explicit else [1, sampler.default_steps]

@@ -194,6 +194,8 @@ def test_multi_student_bundle_routes_mixed_labels_and_checksums_every_student(tm
     ckptr.save(os.path.join(broken, "params"), tampered)
   with pytest.raises(UserError, match="checksum mismatch"):
     samplers.load(broken)
+  with pytest.raises(UserError, match="4 routed students; StableHLO export takes a single-network bundle"):
+    api.export(workdir, stablehlo=True)
   meta["multi_student"]["router"] = {**meta["multi_student"]["router"], "num_students": 2, "table": [0] * 4 + [1] * 4}
   meta["multi_student"]["num_students"] = 2
   json.dump(meta, open(os.path.join(bundle, "sampler.json"), "w"))

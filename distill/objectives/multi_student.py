@@ -127,8 +127,9 @@ def _stacked_group(group: ParamGroup, router: Router) -> ParamGroup:
   stacked already (a multi-student bundle with as many students)."""
   init_params = group.init_params
   if group.init == "bundle":
-    leaves = jax.tree.leaves(init_params)
-    single = jax.tree.leaves(group.network.abstract_params())
-    if [a.shape for a in leaves] == [a.shape for a in single]:
+    shapes = [a.shape for a in jax.tree.leaves(init_params)]
+    if shapes == [a.shape for a in jax.tree.leaves(group.network.abstract_params())]:
       init_params = jax.tree.map(lambda a: np.broadcast_to(a, (router.num_students,) + a.shape), init_params)
+    elif shapes[0][0] != router.num_students:
+      raise ValueError(f"the initial bundle holds {shapes[0][0]} students, the config trains {router.num_students}")
   return dataclasses.replace(group, network=StackedNetwork(group.network, router), init_params=init_params)
