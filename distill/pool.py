@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from distill import tree_masks
 from distill.errors import UserError
 from models.heads import DiscriminatorHead
 
@@ -320,9 +321,7 @@ class DiscriminatorPool:
     fresh = self.init(k_init)
     hit = {name: jax.random.bernoulli(jax.random.fold_in(k_pick, i), self.config.refresh, (self.config.stack,))
            for i, name in enumerate(params)}
-    select = lambda m, new, old: jax.tree.map(lambda a, b: jnp.where(m.reshape(m.shape + (1,) * (a.ndim - 1)), a, b),
-                                              new, old)
-    params = {name: select(hit[name], fresh[name], params[name]) for name in params}
+    params = {name: tree_masks.select(hit[name], fresh[name], params[name]) for name in params}
     ages = {name: jnp.where(hit[name], 0, ages[name] + 1) for name in ages}
     return params, hit, ages
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from distill import sharding as sharding_lib
+from distill import sharding as sharding_lib, tree_masks
 from distill.objectives.base import UPDATE_MASK, Objective
 from distill.stacked import is_stacked
 
@@ -85,23 +85,10 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def _broadcast_mask(mask, tree):
-  """`mask` (a pytree prefix of `tree` with boolean (K,) leaves) expanded to every leaf of `tree`, shaped to
-  broadcast against it."""
-  expand = lambda m, sub: jax.tree.map(lambda x: m.reshape(m.shape + (1,) * (x.ndim - m.ndim)), sub)
-  return jax.tree.map(expand, mask, tree)
-
-
-def _select(mask, new, old):
-  """new where the (prefix) mask is True, old elsewhere."""
-  full = _broadcast_mask(mask, new)
-  return jax.tree.map(lambda m, n, o: jnp.where(m, n, o), full, new, old)
-
-
 def _select_opt_state(mask, new_opt, old_opt, params):
   """new_opt on the parameter-shaped parts of an optax state (every subtree with the parameters' structure: Adam's
   moments) where the prefix `mask` over `params` is True, old_opt elsewhere; other parts (step counts) from new_opt."""
-  full = _broadcast_mask(mask, params)
+  full = tree_masks.broadcast_mask(mask, params)
   structure = jax.tree.structure(params)
   is_params = lambda x: jax.tree.structure(x) == structure
   pick = lambda n, o: jax.tree.map(jnp.where, full, n, o) if is_params(n) else n
@@ -204,7 +191,7 @@ class Trainer:
     updates, new_opt = tx.update(grads, old_opt, params[name])
     new_params = optax.apply_updates(params[name], updates)
     if mask is not None:  # untouched entries keep their parameters and optimizer moments
-      new_params = _select(mask, new_params, params[name])
+      new_params = tree_masks.select(mask, new_params, params[name])
       new_opt = _select_opt_state(mask, new_opt, old_opt, new_params)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new_params)
