@@ -31,6 +31,8 @@ def parse():
   p.add_argument("--num", type=int, default=8000, help="samples per evaluation set")
   p.add_argument("--steps", type=int, default=0, help="distillation steps (0: the config's)")
   p.add_argument("--rate_num", type=int, default=20_000, help="batch of the sampling-rate measurement")
+  p.add_argument("--width", type=int, default=0,
+                 help="MLP width of teacher and students (0: the config's 256); small widths make capacity matter")
   benchmarking.add_results_flag(p, "multi_student")
   return p.parse_args()
 
@@ -60,8 +62,9 @@ def main():
   from configs import toy2d_msd
   from distill import api, benchmarking, data as data_lib
 
-  root = os.path.join(args.out, "msd_2d")
-  teacher_config = toy2d_msd.teacher()
+  root = os.path.join(args.out, "msd_2d" + (f"_width{args.width}" if args.width else ""))
+  sized = lambda c: c.model.update(width=args.width) or c if args.width else c
+  teacher_config = sized(toy2d_msd.teacher())
   teacher_config.data.source = args.data
   teacher_dir = os.path.join(root, "teacher")
   api.train(teacher_config, teacher_dir)
@@ -81,7 +84,7 @@ def main():
   runs = {}
   for k in (int(v) for v in args.ks.split(",")):
     for seed in (int(v) for v in args.train_seeds.split(",")):
-      config = toy2d_msd.student(args.steps) if args.steps else toy2d_msd.student()
+      config = sized(toy2d_msd.student(args.steps) if args.steps else toy2d_msd.student())
       config.multi_student.k, config.seed = k, seed
       config.data.source, config.eval.reference = f"pairs:{pairs}", args.data
       config.teacher.bundle = teacher_bundle
@@ -97,7 +100,8 @@ def main():
                         "sd": float(np.std([r[key] for r in rows], ddof=1)) if len(rows) > 1 else 0.0}
                   for key in ("energy", "class_energy")}
   machine = benchmarking.machine_info()
-  lines = [benchmarking.machine_line(machine) + f". Data {args.data}; one-step students (reflow one-step distillation "
+  lines = [benchmarking.machine_line(machine) + f". Data {args.data}; MLP width {args.width or 256}; one-step "
+           f"students (reflow one-step distillation "
            f"from the teacher's 50k pairs), batch 512 split between the K students, same steps; energy distance over "
            f"{args.sample_seeds} sets of {args.num} routed samples, mean +- sd over training seeds "
            f"{args.train_seeds}; students at their last step.", "",
