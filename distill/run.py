@@ -55,6 +55,9 @@ def build_run(config) -> Run:
   router = None
   if config.get("multi_student") and config.multi_student.k > 0:
     router = partitions.fit_router(config.multi_student, source, config.seed)
+    if config.data.batch_size % router.num_students:
+      raise UserError(f"data.batch_size={config.data.batch_size} must be divisible by multi_student.k="
+                      f"{router.num_students} (each student gets an equal block of the batch)")
     source = PartitionedSource(source, router, config.seed, full_set=config.multi_student.get("full_set", False))
   objective = objectives.build(config, source.spec, teacher, router=router)
   if config.data.batch_size % mesh.size:

@@ -151,6 +151,9 @@ def test_multi_student_partitions_blocks_kmeans_and_errors():
   section = common.multi_student_section(3)
   with pytest.raises(UserError, match="multi_student.k=3 does not divide the 8 classes evenly"):
     partitions.fit_router(section, source, 0)
+  with pytest.raises(UserError, match="data.batch_size=64 must be divisible by multi_student.k=3"):
+    run.build_run(_config(**{"multi_student.partition": "table", "multi_student.k": 3,
+                             "multi_student.table": (0, 0, 1, 1, 2, 2, 0, 1)}))
   with pytest.raises(UserError, match="unknown multi_student key"):
     partitions.fit_router(ml_collections.ConfigDict(dict(k=2, bogus=1)), source, 0)
   with pytest.raises(ValueError, match=r"labels \[9\] are outside every partition"):
