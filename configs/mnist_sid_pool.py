@@ -6,8 +6,8 @@ pool's weight is 0.3 x the SiD term's gradient norm (averaged over the first 100
   distill train --config configs/mnist_sid_pool.py --workdir runs/mnist_sid_pool \\
       --config.data.source=npz:../shared/data/mnist10k.npz [--config.teacher.workdir=runs/mnist]
 
-Results: scripts/benchmark_score_mnist.py (--runs sid_pool=runs/mnist_sid_pool) appends to
-docs/results/score_distillation.md, next to SiDA (configs/mnist_sida.py).
+Headline (docs/results/score_distillation.md, 2026-12-07): classifier FID 119.98 +- 5.38 at the best step (1200),
+124.80 +- 6.79 at the last, five sets of 2000; SiDA's seed-0 run 100.24 +- 7.42 on the same sets.
 """
 
 from configs import common, mnist_score
