@@ -19,7 +19,7 @@ import time
 
 VARIANTS = {  # objective.pool overrides; the rest is configs/mnist_nitro.py's pool
     "single head": dict(groups=1, heads_per_slot=1, refresh=0.0),
-    "pool, no refresh": dict(refresh=0.0),
+    "pool without refresh": dict(refresh=0.0),
     "pool": dict(),
 }
 
@@ -33,7 +33,7 @@ def parse():
   p.add_argument("--steps", type=int, default=0, help="training steps per variant (0: the config's)")
   p.add_argument("--sample_steps", default="1,2,4")
   p.add_argument("--sample_seeds", type=int, default=3)
-  p.add_argument("--variants", default=",".join(VARIANTS))
+  p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
   benchmarking.add_results_flag(p, "adversarial")
   return p.parse_args()
 
@@ -71,7 +71,7 @@ def main():
     rows = [bench.row("teacher", teacher, steps, os.path.join(work, "teacher"), solver, seed=s) for s in seeds]
     table.append(("teacher", steps, rows, None))
   for name in args.variants.split(","):
-    workdir = os.path.join(work, name.replace(" ", "_").replace(",", ""))
+    workdir = os.path.join(work, name.replace(" ", "_"))
     config = variant_config(name, pairs, args.teacher, args.steps)
     start = time.time()
     api.train(config, workdir)
