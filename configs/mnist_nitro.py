@@ -8,8 +8,9 @@ the teacher's samples as the real set. The exported student samples in 1 to 4 st
   distill sample --sampler runs/mnist_nitro/export --num 64 --steps 4 --out S.npz
 
 Pool: 4 noise groups x 4 heads on teacher levels 1, 2 and the middle block, global and local heads (96 heads, one
-per group drawn per slot and step), 1% re-initialised per step. Results: scripts/benchmark_pool_mnist.py appends its
-runs (single head / pool without refresh / pool, at 1, 2, 4 steps) to docs/results/adversarial.md.
+per group drawn per slot and step), 1% re-initialised per step. Headline (scripts/benchmark_pool_mnist.py --steps 600,
+docs/results/adversarial.md, 2026-12-07): classifier FID 81.6 +- 4.6 at 4 steps, 159.4 at 2, 567 at 1 (single head:
+243.5, 180.1, 347; 50-step teacher 119.5 +- 10.6).
 """
 
 from configs import common, mnist_teacher
