@@ -135,6 +135,17 @@ def _toyset(rest: str, seed: int) -> "ArraySource":
   return ArraySource(x.astype(np.float32), labels.astype(np.int32), classes, seed)
 
 
+def epoch_permuted(positions: np.ndarray, n: int, *key: int) -> np.ndarray:
+  """Index into n examples of each global position g: position g % n of epoch g // n's permutation
+  _rng(*key, epoch)."""
+  epoch, pos = np.divmod(positions, n)
+  idx = np.empty_like(pos)
+  for e in np.unique(epoch):
+    sel = epoch == e
+    idx[sel] = _rng(*key, e).permutation(n)[pos[sel]]
+  return idx
+
+
 class DataSource(abc.ABC):
   """A deterministic stream of batches; see the module docstring for the batch format."""
 
@@ -220,12 +231,7 @@ class ArraySource(DataSource):
     return batch
 
   def _rows(self, step, batch_size, start, stop):
-    n = len(self._data)
-    epoch, pos = np.divmod(step * batch_size + np.arange(start, stop, dtype=np.int64), n)
-    idx = np.empty_like(pos)
-    for e in np.unique(epoch):
-      sel = epoch == e
-      idx[sel] = _rng(self._seed, e).permutation(n)[pos[sel]]
+    idx = epoch_permuted(step * batch_size + np.arange(start, stop, dtype=np.int64), len(self._data), self._seed)
     batch = self.gather(idx)
     if self._flip:
       flips = _rng(self._seed, step, stream=_FLIP_STREAM).random(batch_size)[start:stop] < 0.5
@@ -337,14 +343,10 @@ def make_source(spec: str, seed: int, *, flip: bool = False, tfds_data_dir: str 
                 tfds_download: bool = True) -> DataSource:
   """Builds the source for ``toy:<name>``, ``npz:<path>`` or ``tfds:<name>[:split]``."""
   scheme, _, rest = spec.partition(":")
-  if scheme == "toy":
+  if scheme in ("toy", "toyset"):
     if flip:
       raise ValueError("flip=True is only valid for image data, not toy points")
-    return ToySource(rest, seed)
-  if scheme == "toyset":
-    if flip:
-      raise ValueError("flip=True is only valid for image data, not toy points")
-    return _toyset(rest, seed)
+    return ToySource(rest, seed) if scheme == "toy" else _toyset(rest, seed)
   if scheme == "npz":
     return _load_npz(rest, seed, flip)
   if scheme == "tfds":

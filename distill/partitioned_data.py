@@ -2,7 +2,7 @@
 
 A global batch of K * b rows holds, in rows [k b, (k + 1) b), examples of student k's partition: the examples the
 router sends to student k (by label, or by a teacher pair's noise for a noise router). Each partition is visited in
-its own epoch-wise permutations default_rng([seed, k, epoch]), so partitions of different sizes are all sampled
+its own epoch-wise permutations (distill.data.epoch_permuted, key (seed, k)), so partitions of any size are sampled
 evenly. With `full_set`, the batch also carries rows drawn from the whole data set (the source's own stream) under
 keys 'full_<key>', for terms that must see every condition (MSD's full-set paired regression).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from distill.data import ArraySource, DataSource
+from distill.data import ArraySource, DataSource, epoch_permuted
 from distill.stacked import Router
 
 FULL_PREFIX = "full_"  # batch keys of the full-set rows (read by objectives/base.full_set_rows)
@@ -60,15 +60,8 @@ class PartitionedSource(DataSource):
     student, i = np.divmod(rows, per)
     idx = np.empty(len(rows), np.int64)
     for k in np.unique(student):
-      sel = student == k
-      members = self._members[k]
-      epoch, pos = np.divmod(step * per + i[sel], len(members))
-      picked = np.empty(len(pos), np.int64)
-      for e in np.unique(epoch):
-        here = epoch == e
-        picked[here] = members[np.random.default_rng([self._seed, int(k), int(e)]).permutation(len(members))[
-            pos[here]]]
-      idx[sel] = picked
+      sel, members = student == k, self._members[k]
+      idx[sel] = members[epoch_permuted(step * per + i[sel], len(members), self._seed, int(k))]
     batch = self._source.gather(idx)
     if self._full_set:
       full = self._source.rows(step, batch_size, start, stop)

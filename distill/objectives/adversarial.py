@@ -24,7 +24,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from distill.objectives.base import UPDATE_MASK, ParamGroup, StatelessObjective, full_set_rows
+from distill.objectives.base import UPDATE_MASK, ParamGroup, StatelessObjective, WrappedObjective, full_set_rows
 from distill.objectives.reflow import check_distance, distance
 
 WEIGHT_MODES = ("fixed", "grad_match")
@@ -104,7 +104,7 @@ class PairedStudent(StatelessObjective):
 
 
 @dataclasses.dataclass(frozen=True)
-class WithPool:
+class WithPool(WrappedObjective):
   """See the module docstring: `base` plus a discriminator pool on its student group."""
 
   base: object
@@ -126,14 +126,6 @@ class WithPool:
   @property
   def groups(self) -> dict:
     return {"pool": ParamGroup(self.pool, self.pool_optim), **self.base.groups}
-
-  @property
-  def sample_group(self) -> str:
-    return self.base.sample_group
-
-  @property
-  def warmup_steps(self) -> int:
-    return getattr(self.base, "warmup_steps", 0)
 
   def init_aux(self, params, teacher_params, rng):
     return {"base": self.base.init_aux(params, teacher_params, rng),

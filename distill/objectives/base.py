@@ -62,6 +62,18 @@ class Objective(Protocol):
   def post_update(self, params, aux, step) -> Any: ...
 
 
+class WrappedObjective:
+  """Mixin for an objective that wraps another (`self.base`): samples, exports and warms up as the base does."""
+
+  @property
+  def sample_group(self) -> str:
+    return self.base.sample_group
+
+  @property
+  def warmup_steps(self) -> int:
+    return getattr(self.base, "warmup_steps", 0)
+
+
 class StatelessObjective:
   """Mixin for objectives without auxiliary state."""
 

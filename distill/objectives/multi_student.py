@@ -22,12 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill.objectives.base import UPDATE_MASK, ParamGroup
+from distill.objectives.base import UPDATE_MASK, ParamGroup, WrappedObjective
 from distill.stacked import Router, StackedNetwork
 
 
 @dataclasses.dataclass(frozen=True)
-class MultiStudent:
+class MultiStudent(WrappedObjective):
   """See the module docstring."""
 
   base: object
@@ -49,14 +49,6 @@ class MultiStudent:
   @property
   def groups(self) -> dict:
     return {name: g if name in self.shared else _stacked_group(g, self.router) for name, g in self.base.groups.items()}
-
-  @property
-  def sample_group(self) -> str:
-    return self.base.sample_group
-
-  @property
-  def warmup_steps(self) -> int:
-    return getattr(self.base, "warmup_steps", 0)
 
   def _axes(self, params) -> dict:
     return {name: None if name in self.shared else 0 for name in params}
