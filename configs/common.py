@@ -114,7 +114,8 @@ def score_distillation_objective(method: str, **overrides) -> ml_collections.Con
   """objective section of ScoreDistillation: shared defaults (SiD / Uni-Instruct lineage), then the method's
   preset, then overrides."""
   defaults = dict(
-      name="score_distillation", estimator="f_divergence", divergence="rkl", alpha=1.2, sim_distance="l2",
+      name="score_distillation", estimator="f_divergence", divergence="rkl", alpha=1.2, divergence_alpha=0.5,
+      sim_distance="l2",
       sim_c=0.0, sigma_init=2.5, sigma_data=0.5, generator_sigma="karras:0.8", fake_sigma="lognormal:-1.2,1.2",
       disc_sigma="lognormal:-1.2,1.2", gan_sigma="", normaliser="mean_abs", normaliser_eps=1e-5,
       ratio_path="pathwise", ratio_logit_clip=10.0, ratio_min=0.1, ratio_max=20.0, weight_normalise=True,

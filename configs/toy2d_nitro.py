@@ -13,7 +13,7 @@ trained per step, 1% re-initialised per step. Headline (docs/results/adversarial
 --config.objective.pool.weight=0.3) 0.96x / 1.16x / 1.41x.
 """
 
-from configs import common, toy2d_teacher
+from configs import common, toy2d_reflow, toy2d_teacher
 
 LEVELS = (999.0,)  # the uniform-t grid's first level, (1 - t_eps) / t_eps: one step from pure noise
 
@@ -29,7 +29,28 @@ def student(num_steps: int = 3000, **pool):
   return c
 
 
-def get_config():
+def finetune_stage(num_steps: int = 1000):
+  """The pool + L2 student of the ':finetune' variant: regression weight 1, the pool's term at 0.3 x the
+  regression's gradient norm, started from an exported one-step student."""
+  c = student(num_steps, weight_mode="grad_match", weight=0.3)
+  c.objective.regression_weight = 1.0
+  c.optim.learning_rate = 5e-5
+  return c
+
+
+def get_config(variant: str = ""):
+  """'' : pure pool from teacher pairs. 'finetune': configs/toy2d_reflow.py's pipeline, then its one-step student
+  fine-tuned by pool + L2 on the 2-RF pairs it was distilled from (same noise-sample coupling), the pool judging
+  against the 2-RF's 100-step samples on the teacher's features (LADD / NitroFusion start from a distilled student)."""
+  if variant == "finetune":
+    c = toy2d_reflow.get_config()
+    c.stages.pool = common.train_stage(finetune_stage(), data_stage="pairs_2rf", teacher_stage="teacher",
+                                       init_stage="distill")
+    c.pipeline.stages = (*c.pipeline.stages, "pool")
+    c.objective = c.stages.pool.config.objective
+    return c
+  if variant:
+    raise ValueError(f"configs/toy2d_nitro.py:<variant> takes '' or finetune, got {variant!r}")
   stages = {
       "teacher": common.train_stage(toy2d_teacher.get_config()),
       "pairs": common.pairs_stage("teacher", num=50_000, seed=1),

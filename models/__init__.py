@@ -1,9 +1,10 @@
 """Network definitions (Flax NNX). `build(name, rngs=..., **kwargs)` constructs one from a config."""
 
+from models.linear import Linear
 from models.mlp import MLP
 from models.unet import UNet
 
-REGISTRY = {"mlp": MLP, "unet": UNet}
+REGISTRY = {"linear": Linear, "mlp": MLP, "unet": UNet}
 
 
 def build(name: str, *, rngs, **kwargs):

@@ -6,7 +6,9 @@ Per toy: the teacher (configs/toy2d_teacher.py) trained once; its 50k pairs; the
 configs/toy2d_nitro.py (judged at its last step, the exported checkpoint); the same student with the optional L2
 regression to the paired teacher sample (regression weight 1, the pool's term at 0.3 x the regression's gradient
 norm: NitroFusion / LADD's optional term); the reflow one-step student of
-configs/toy2d_reflow.py (2-RF then one-step distillation) from the same teacher. Energy distance and sliced W2 to
+configs/toy2d_reflow.py (2-RF then one-step distillation) from the same teacher; that reflow student fine-tuned by
+pool + L2 on its 2-RF pairs (configs/toy2d_nitro.py:finetune, variant pool_finetune, whose pipeline also yields the
+reflow row). Energy distance and sliced W2 to
 fresh data (n = --num) on each of the --seeds sample sets (mean and standard deviation), with the data-vs-data
 floor, plus the wall-clock cost of each pipeline. Runs resume (bench_out/pool_2d/<toy>/...). Writes
 bench_out/pool_2d.json and .md and appends the run to docs/results/adversarial.md.
@@ -18,7 +20,8 @@ import argparse
 import os
 
 
-LABELS = {"pool": "pool", "reflow": "reflow", "pool_regression": "pool + L2 regression"}
+LABELS = {"pool": "pool", "reflow": "reflow", "pool_regression": "pool + L2 regression",
+          "pool_finetune": "reflow, then pool + L2 fine-tune"}
 
 
 def parse():
@@ -31,7 +34,9 @@ def parse():
   p.add_argument("--seeds", default="0,1,2", help="sample sets (evaluation seeds)")
   p.add_argument("--pool_steps", type=int, default=0, help="pool distillation steps (0: the config's)")
   p.add_argument("--variants", default="pool,reflow,pool_regression",
-                 help="students to train: pool, reflow, pool_regression (pool + L2 regression)")
+                 help="students to train: pool, reflow, pool_regression (pool + L2 regression), pool_finetune (the "
+                      "reflow student fine-tuned by pool + L2, configs/toy2d_nitro.py:finetune; its pipeline's "
+                      "reflow student is the reflow row when reflow is not listed)")
   benchmarking.add_results_flag(p, "adversarial")
   return p.parse_args()
 
@@ -69,25 +74,27 @@ def main():
     pipelines = {}
     modules = {"pool": toy2d_nitro, "reflow": toy2d_reflow, "pool_regression": toy2d_nitro}
     for name in args.variants.split(","):
-      module = modules[name]
-      config = module.get_config()
+      config = toy2d_nitro.get_config("finetune") if name == "pool_finetune" else modules[name].get_config()
       config.data.source, config.teacher.workdir = source, teacher_dir
       if name.startswith("pool") and args.pool_steps:
-        stage = config.stages.distill.config
+        stage = config.stages.pool.config if name == "pool_finetune" else config.stages.distill.config
         stage.train.num_steps = stage.optim.decay_steps = args.pool_steps
       if name == "pool_regression":
         config.objective.regression_weight = 1.0
         config.objective.pool.update(weight_mode="grad_match", weight=0.3)
       result = api.train(config, os.path.join(root, name))
-      seconds = sum(r.get("seconds", 0.0) for r in result["records"].values())  # as recorded when each stage ran
+      records = result["records"]
+      seconds = sum(r.get("seconds", 0.0) for r in records.values())  # as recorded when each stage ran
       pipelines[name] = (api.load(result["bundle"]), seconds)
+      if name == "pool_finetune" and "reflow" not in pipelines:  # the student it fine-tuned is the reflow row
+        pipelines["reflow"] = (api.load(records["distill"]["bundle"]), seconds - records["pool"].get("seconds", 0.0))
     teacher = api.load(os.path.join(teacher_dir, "export"))
     rows = {"teacher": dict(model="teacher", **spread(teacher, source, args.num, 100, seeds), seconds=float("nan"))}
     for name, (sampler, seconds) in pipelines.items():
       rows[name] = dict(model=f"{LABELS[name]} one-step student", **spread(sampler, source, args.num, 1, seeds),
                         seconds=seconds)
     ratios = {f"{name}_vs_{ref}": rows[name]["energy"] / rows[ref]["energy"]
-              for name in ("pool", "pool_regression") for ref in ("reflow", "teacher") if name in rows and ref in rows}
+              for name in ("pool", "pool_regression", "pool_finetune") for ref in ("reflow", "teacher") if name in rows and ref in rows}
     results[toy] = {"rows": list(rows.values()), **ratios}
 
   machine = benchmarking.machine_info()

@@ -8,8 +8,10 @@ Writes bench_out/throughput.json and bench_out/throughput.md. Training: steps/s 
 (compile excluded, measured over --steps steps after a warm-up); "x teacher" is a row's step time over the teacher
 training step of the same network and dtype (for SiD: one fake-score plus one generator update, three networks; for
 the discriminator pool: one pool update plus one student update, configs/mnist_nitro.py, and SiD with the pool,
-configs/mnist_sid_pool.py).
-Sampling: samples/s and network evaluations per second (samples x NFE / s) for an Euler sampler. Memory: the
+configs/mnist_sid_pool.py; their "<group> gradient only" rows time each group's loss gradient alone, forward and
+backward without the optimizer, so the generator's and the pool's halves of a step show separately).
+Sampling: samples/s and network evaluations per second (samples x NFE / s) for an Euler sampler. Memory: per
+training row, XLA's account of one compiled step (arguments + outputs + temporaries - donated aliases); the
 process's peak RSS, and the device's peak bytes where the backend reports it (GPU/TPU). bfloat16 rows set
 model.compute_dtype=bfloat16 (float32 parameters and preconditioning); on CPUs without bf16 units they are slower.
 """
@@ -68,9 +70,43 @@ def main():
     jax.block_until_ready(state)
     elapsed = time.perf_counter() - start
     network = objective.groups[objective.sample_group].network
+    compiled = trainer.step.lower(state, teacher_params, batches[0]).compile()
     return state, network, source, {
         "params": network.num_params(), "batch_size": config.data.batch_size,
-        "steps_per_sec": steps / elapsed, "items_per_sec": steps * config.data.batch_size / elapsed}
+        "steps_per_sec": steps / elapsed, "items_per_sec": steps * config.data.batch_size / elapsed,
+        "step_memory_mib": step_memory_mib(compiled)}
+
+  def step_memory_mib(compiled):
+    """XLA's own account of one compiled step: arguments + outputs + temporaries, less donated aliases (MiB)."""
+    m = compiled.memory_analysis()
+    if m is None:
+      return float("nan")
+    total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+    return total / 2**20
+
+  def time_group_gradients(config, steps, teacher):
+    """Seconds per gradient of each group's loss alone (forward + backward, no optimizer), e.g. the generator's and
+    the pool's halves of a pool step."""
+    mesh = sharding.make_mesh(config.mesh)
+    source = data_lib.make_source(config.data.source, 0)
+    objective = objectives.build(config, source.spec, teacher)
+    trainer = Trainer(objective, mesh, config.sharding.rules, config.ema, 0, teacher)
+    state, teacher_params = trainer.init_state(), trainer.teacher_params()
+    batch = sharding.global_batch(source.global_batch(0, config.data.batch_size), mesh)
+    out = {}
+    for name in objective.groups:
+      def grad(params, aux, teacher_params, batch, rng, name=name):
+        loss = lambda p: objective.loss(name, {**params, name: p}, aux, teacher_params, batch, rng, state.step)[0]
+        return jax.grad(loss)(params[name])
+      fn = jax.jit(grad)
+      args = (state.params, state.aux, teacher_params, batch, jax.random.key(0))
+      jax.block_until_ready(fn(*args))
+      start = time.perf_counter()
+      for _ in range(steps):
+        g = fn(*args)
+      jax.block_until_ready(g)
+      out[name] = (time.perf_counter() - start) / steps
+    return out
 
   def random_images(name, shape, num=512):
     path = os.path.join(args.out, f"random_{name}.npz")
@@ -136,7 +172,10 @@ def main():
                        ("unet_mnist_sid_pool_step", mnist_sid_pool.get_config().stages.distill.config)):
     config.data.update(source=mnist.data.source, batch_size=mnist.data.batch_size)
     row = time_training(config, args.steps, teacher)[3]
+    teacher_step = 1.0 / rows["unet_mnist_train"]["steps_per_sec"]
     record(name, row | {"x_teacher": rows["unet_mnist_train"]["steps_per_sec"] / row["steps_per_sec"]})
+    for group, seconds in time_group_gradients(config, args.steps, teacher).items():
+      record(f"{name}: {group} gradient only", {"steps_per_sec": 1.0 / seconds, "x_teacher": seconds / teacher_step})
   if args.cifar:
     cifar = cifar10_teacher.get_config()
     cifar.data.update(source=random_images("cifar", (32, 32, 3), 2 * args.cifar_batch), batch_size=args.cifar_batch)
@@ -150,12 +189,12 @@ def main():
   machine = benchmarking.machine_info()
   result = {"machine": machine, "results": rows, "memory": memory}
   lines = [benchmarking.machine_line(machine), "",
-           "| benchmark | params | batch | steps/s | items/s | x teacher step | samples/s | NFE | evals/s |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| benchmark | params | batch | steps/s | items/s | x teacher step | step memory MiB | samples/s | NFE | evals/s |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for name, r in rows.items():
     cell = lambda k, fmt="{:.1f}": fmt.format(r[k]) if k in r else ""
     lines.append(f"| {name} | {cell('params', '{:,}')} | {cell('batch_size', '{}')} | {cell('steps_per_sec', '{:.2f}')} "
-                 f"| {cell('items_per_sec', '{:.0f}')} | {cell('x_teacher', '{:.2f}')} | "
+                 f"| {cell('items_per_sec', '{:.0f}')} | {cell('x_teacher', '{:.2f}')} | {cell('step_memory_mib')} | "
                  f"{cell('samples_per_sec', '{:.0f}')} | {cell('nfe', '{}')} | {cell('evals_per_sec', '{:.0f}')} |")
   lines += ["", "Memory: " + ", ".join(f"{k} {v:.0f}" for k, v in memory.items())]
   benchmarking.write_report(args.out, "throughput", result, lines, results=args.results)

@@ -223,6 +223,11 @@ def test_reverse_kl_is_twice_sid_at_one_half_and_sim_l2_is_twice_sid_at_one():
     rkl = _loss(_objective(teacher, estimator="f_divergence", divergence="rkl"), teacher, theta, key)
     sid_half = _loss(_objective(teacher, estimator="sid", alpha=0.5), teacher, theta, key)
     np.testing.assert_allclose(rkl, 2 * sid_half, rtol=1e-5)
+    # divergence_alpha carries SiD's alpha to every divergence: rkl is twice SiD(alpha), fkl the r-weighted SiD(alpha)
+    rkl_12 = _loss(_objective(teacher, estimator="f_divergence", divergence="rkl", divergence_alpha=1.2), teacher,
+                   theta, key)
+    np.testing.assert_allclose(rkl_12, 2 * _loss(_objective(teacher, estimator="sid", alpha=1.2), teacher, theta, key),
+                               rtol=1e-5)
     sim = _loss(_objective(teacher, estimator="sim", sim_distance="l2"), teacher, theta, key)
     sid_one = _loss(_objective(teacher, estimator="sid", alpha=1.0), teacher, theta, key)
     np.testing.assert_allclose(sim, 2 * sid_one, rtol=1e-5)

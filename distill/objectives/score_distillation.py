@@ -22,7 +22,11 @@ denoiser. Parameter groups, updated in this order within a step:
     stop-gradient plus the DI term c_DI(r) sg(|Delta|^2 / sigma^2) <sg Delta, x0>; it drops a term
     2 r g'(r) <Delta, D_psi - x0> <sg Delta, dx0> whose conditional mean vanishes only for parameters that
     translate x0, so it is exact for the generator's shift but biased for its scale (tests/test_score_distillation.py
-    measures both). (Lambda, g, c_DI) are F_WEIGHTS; reverse KL is exactly twice SiD with alpha = 1/2. Before
+    measures both). (Lambda, g, c_DI) are F_WEIGHTS; reverse KL is exactly twice SiD with alpha = 1/2.
+    `divergence_alpha` (default 1/2: the exact gradient) carries SiD's alpha to every divergence: Lambda(r) becomes
+    Lambda(r) - (2 alpha - 1) g(r), i.e. -(2 alpha - 1) g(r) |Delta|^2 is added, whose gradient vanishes where
+    Delta = 0, so the fixed point is unchanged; reverse KL is then twice SiD(alpha), forward KL ratio-weighted
+    SiD(alpha). Before
     `divergence_start` the estimator is SiD with alpha = 1.
   * 'sid': [(1 - alpha) |Delta|^2 + <Delta, D_psi - x0>] / n (pathwise).
   * 'sim': SIM with distance 'l2' (2 <Delta, D_psi - x0>, = SiD alpha = 1 doubled) or 'pseudo_huber'
@@ -129,6 +133,7 @@ class ScoreDistillation(StatelessObjective):
   estimator: str = "f_divergence"
   divergence: str = "rkl"
   alpha: float = 1.2
+  divergence_alpha: float = 0.5
   sim_distance: str = "l2"
   sim_c: float = 0.0
   sigma_init: float = 2.5
@@ -304,7 +309,7 @@ class ScoreDistillation(StatelessObjective):
     lam, g, c_di = self._ratio_weights(r)
     if self.estimator == "vsd":
       return per_sample_sum(jax.lax.stop_gradient(diffusion.expand(-g, x0) * delta) * x0)
-    terms = lam * sq + 2.0 * g * sim
+    terms = (lam - (2.0 * self.divergence_alpha - 1.0) * g) * sq + 2.0 * g * sim
     if self.ratio_path == "detached":
       terms = terms + c_di * jax.lax.stop_gradient(sq / sigma**2) * per_sample_sum(jax.lax.stop_gradient(delta) * x0)
     return jnp.where(warm, sim, terms)
