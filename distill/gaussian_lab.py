@@ -149,7 +149,8 @@ def measure(objective: ScoreDistillation, params, data: GaussianData, rng, num: 
   - ratio_rmse: RMS error of the discriminator's logit against the exact log ratio at generator samples noised
     with disc_sigma (NaN without a discriminator);
   - grad_cosine: cosine between the generator gradient of the loss with the learned critics and with the exact
-    ones, same noise draws; grad_norm_ratio: their norm ratio."""
+    ones, same noise draws; grad_norm_ratio: their norm ratio.
+  Values are scalar arrays (jit-compatible)."""
   k_z, k_sigma, k_eps, k_disc, k_loss = jax.random.split(rng, 5)
   theta = params["generator"]
   gen = generator_moments(objective, theta)
@@ -165,7 +166,7 @@ def measure(objective: ScoreDistillation, params, data: GaussianData, rng, num: 
   out = {"mean_error": jnp.linalg.norm(gen["mean"] - data.moments["mean"]) / jnp.mean(jnp.asarray(data.std)),
          "std_ratio": jnp.mean(jnp.sqrt(jnp.diag(gen["cov"])) / jnp.asarray(data.std)),
          "fake_error": fake_error, "signal": signal, "fake_to_signal": fake_error / jnp.maximum(signal, 1e-30),
-         "ratio_rmse": jnp.nan}
+         "ratio_rmse": jnp.asarray(jnp.nan)}
   if "disc" in objective.groups:
     s_disc = sample_sigma(objective.disc_sigma, k_disc, num)
     x_disc = x0 + s_disc[:, None] * jax.random.normal(jax.random.fold_in(k_disc, 1), x0.shape)
@@ -183,42 +184,48 @@ def measure(objective: ScoreDistillation, params, data: GaussianData, rng, num: 
   exact = grad(exact_objective(objective), exact_critic_params(objective, theta, data))
   out["grad_cosine"] = jnp.dot(learned, exact) / jnp.maximum(jnp.linalg.norm(learned) * jnp.linalg.norm(exact), 1e-30)
   out["grad_norm_ratio"] = jnp.linalg.norm(learned) / jnp.maximum(jnp.linalg.norm(exact), 1e-30)
-  return {k: float(v) for k, v in out.items()}
+  return out
 
 
 REPLICATED = tuple((name, None) for name in ("embed", "mlp", "conv_in", "conv_out", "norm", "vocab"))
 
 
-def lab_objective(data: GaussianData, options: dict, optim: dict, critic: dict | None = None) -> ScoreDistillation:
+def lab_objective(data: GaussianData, options: dict, optim: dict, critic: dict | None = None,
+                  critic_optim: dict | None = None) -> ScoreDistillation:
   """ScoreDistillation on `data`'s exact teacher with the affine generator and learned critics: an MLP fake score
   and (when the divergence needs a ratio or a GAN term) an MLP discriminator of model config `critic`, both at
   random init. `options` are ScoreDistillation fields (configs/common.score_distillation_objective's minus the
-  builder keys); `optim` a config.optim dict; optional 'fake_learning_rate' / 'disc_learning_rate' in options."""
-  options = dict(options)
-  critic_lr = {g: options.pop(f"{g}_learning_rate", 0.0) or optim["learning_rate"] for g in ("fake", "disc")}
+  builder keys); `optim` the generator's config.optim dict, `critic_optim` the critics' (default: the same);
+  optional 'fake_learning_rate' / 'disc_learning_rate' in options override the critics' rate."""
+  options, critic_optim = dict(options), critic_optim or optim
+  critic_lr = {g: options.pop(f"{g}_learning_rate", 0.0) or critic_optim["learning_rate"] for g in ("fake", "disc")}
   dim = len(data.mean)
   critic_net = Network.create({"name": "mlp", "dim": dim, **(critic or {"width": 64, "depth": 2, "emb_dim": 32})},
                               {"name": "edm", "sigma_data": options.get("sigma_data", 0.5)})
-  groups = {"fake": ParamGroup(critic_net, optim | {"learning_rate": critic_lr["fake"]})}
+  groups = {"fake": ParamGroup(critic_net, critic_optim | {"learning_rate": critic_lr["fake"]})}
   if needs_ratio(options.get("estimator", "f_divergence"), options.get("divergence", "rkl")) or options.get(
       "gan_weight", 0.0) > 0:
-    groups["disc"] = ParamGroup(critic_net, optim | {"learning_rate": critic_lr["disc"]})
+    groups["disc"] = ParamGroup(critic_net, critic_optim | {"learning_rate": critic_lr["disc"]})
   groups["generator"] = ParamGroup(linear_generator(dim, options.get("sigma_data", 0.5)), optim)
   return ScoreDistillation(groups=groups, teacher_network=data.teacher(), **options)
 
 
 def train(objective: ScoreDistillation, data: GaussianData, num_steps: int, batch_size: int = 256,
           measure_every: int = 0, seed: int = 0, measure_num: int = 4096, mesh=None,
-          rules=REPLICATED) -> tuple[dict, list[dict]]:
+          rules=REPLICATED, ema: float = 0.0) -> tuple[dict, list[dict]]:
   """Train `objective` with the generic Trainer (one device, parameters replicated, unless `mesh` and sharding
-  `rules` say otherwise), real batches drawn from `data`; returns (final params, [{'step': s, **measure(...)}] every `measure_every` steps and at the end)."""
+  `rules` say otherwise), real batches drawn from `data`; returns (final params, [{'step': s, **measure(...)}] every
+  `measure_every` steps and at the end). With `ema` > 0 the generator measured and returned is its EMA of that
+  decay (with the trainer's warm-up); the critics are always the trained ones."""
   mesh = mesh or sharding.make_mesh({"data": 1})
   teacher = Teacher(network=objective.teacher_network, params={})
-  trainer = Trainer(objective, mesh, rules, {"decay": 0.0}, seed, teacher)
+  trainer = Trainer(objective, mesh, rules, {"decay": ema, "warmup": True}, seed, teacher)
   state, teacher_params = trainer.init_state(), trainer.teacher_params()
+  measured = jax.jit(lambda params, key: measure(objective, params, data, key, measure_num))
   rng, rows = np.random.default_rng(seed), []
   for step in range(1, num_steps + 1):
     state, _ = trainer.step(state, teacher_params, sharding.global_batch({"x": data.sample(rng, batch_size)}, mesh))
     if (measure_every and step % measure_every == 0) or step == num_steps:
-      rows.append({"step": step, **measure(objective, state.params, data, jax.random.key(step), measure_num)})
-  return state.params, rows
+      params = {**state.params, "generator": state.ema["generator"]}
+      rows.append({"step": step, **{k: float(v) for k, v in measured(params, jax.random.key(step)).items()}})
+  return {**state.params, "generator": state.ema["generator"]}, rows
