@@ -66,7 +66,7 @@ def test_results_document_gets_one_dated_section_per_run(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "scripts"))
-                                        if f.startswith("benchmark_") and f.endswith(".py")))
+                                        if f.startswith(("benchmark_", "diagnose_")) and f.endswith(".py")))
 def test_every_benchmark_script_loads_and_parses_its_flags(name, monkeypatch, capsys):
   """Each benchmark script imports and its argument parser answers --help (a typo in a script fails here, not after
   an hour of benchmarking)."""
