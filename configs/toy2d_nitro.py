@@ -5,6 +5,7 @@ frozen teacher's MLP features, the teacher's samples as the real set (distill/po
   distill train --config configs/toy2d_nitro.py --workdir W --config.data.source=npz:P.npz [--config.teacher.workdir=T]
   distill export --workdir W --out B
   distill sample --sampler B --num 4000 --steps 1 --out S.npz
+  distill train --config configs/toy2d_nitro.py:finetune --workdir W ...   # reflow student, then pool + L2 fine-tune
 
 Pool: 4 noise groups x 4 heads per group on each of the teacher's blocks 0-2 (48 heads), one head per group drawn and
 trained per step, 1% re-initialised per step. Headline (docs/results/adversarial.md, pool_2d, 2026-12-06/07): energy
