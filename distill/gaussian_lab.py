@@ -71,9 +71,6 @@ class ExactDenoiser:
   def abstract_params(self):
     return {}
 
-  def same_architecture(self, other) -> bool:
-    return other is self
-
   def denoise(self, params, x, sigma, cond=None, *, train=False, rng=None):
     del cond, train, rng
     p = self.fixed or params

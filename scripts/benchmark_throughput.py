@@ -53,7 +53,9 @@ def main():
   from distill.teacher import Teacher
   from distill.trainer import Trainer
 
-  def time_training(config, steps, teacher=None):
+  def time_training(config, steps, teacher=None, per_group=False):
+    """(state, network, source, row) of `steps` timed trainer steps; with per_group, row['group_seconds'] holds the
+    seconds per gradient of each group's loss alone (forward + backward, no optimizer) on the same state."""
     mesh = sharding.make_mesh(config.mesh)
     source = data_lib.make_source(config.data.source, 0)
     objective = objectives.build(config, source.spec, teacher)
@@ -71,10 +73,13 @@ def main():
     elapsed = time.perf_counter() - start
     network = objective.groups[objective.sample_group].network
     compiled = trainer.step.lower(state, teacher_params, batches[0]).compile()
-    return state, network, source, {
-        "params": network.num_params(), "batch_size": config.data.batch_size,
-        "steps_per_sec": steps / elapsed, "items_per_sec": steps * config.data.batch_size / elapsed,
-        "step_memory_mib": step_memory_mib(compiled)}
+    row = {"params": network.num_params(), "batch_size": config.data.batch_size,
+           "steps_per_sec": steps / elapsed, "items_per_sec": steps * config.data.batch_size / elapsed,
+           "step_memory_mib": step_memory_mib(compiled)}
+    if per_group:
+      row["group_seconds"] = {name: time_gradient(objective, name, state, teacher_params, batches[0], steps)
+                              for name in objective.groups}
+    return state, network, source, row
 
   def step_memory_mib(compiled):
     """XLA's own account of one compiled step: arguments + outputs + temporaries, less donated aliases (MiB)."""
@@ -84,29 +89,20 @@ def main():
     total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
     return total / 2**20
 
-  def time_group_gradients(config, steps, teacher):
-    """Seconds per gradient of each group's loss alone (forward + backward, no optimizer), e.g. the generator's and
-    the pool's halves of a pool step."""
-    mesh = sharding.make_mesh(config.mesh)
-    source = data_lib.make_source(config.data.source, 0)
-    objective = objectives.build(config, source.spec, teacher)
-    trainer = Trainer(objective, mesh, config.sharding.rules, config.ema, 0, teacher)
-    state, teacher_params = trainer.init_state(), trainer.teacher_params()
-    batch = sharding.global_batch(source.global_batch(0, config.data.batch_size), mesh)
-    out = {}
-    for name in objective.groups:
-      def grad(params, aux, teacher_params, batch, rng, name=name):
-        loss = lambda p: objective.loss(name, {**params, name: p}, aux, teacher_params, batch, rng, state.step)[0]
-        return jax.grad(loss)(params[name])
-      fn = jax.jit(grad)
-      args = (state.params, state.aux, teacher_params, batch, jax.random.key(0))
-      jax.block_until_ready(fn(*args))
-      start = time.perf_counter()
-      for _ in range(steps):
-        g = fn(*args)
-      jax.block_until_ready(g)
-      out[name] = (time.perf_counter() - start) / steps
-    return out
+  def time_gradient(objective, name, state, teacher_params, batch, steps):
+    """Seconds per gradient of group `name`'s loss alone, e.g. the generator's or the pool's half of a pool step."""
+    @jax.jit
+    def grad(params, aux, teacher_params, batch, rng):
+      loss = lambda p: objective.loss(name, {**params, name: p}, aux, teacher_params, batch, rng, state.step)[0]
+      return jax.grad(loss)(params[name])
+
+    args = (state.params, state.aux, teacher_params, batch, jax.random.key(0))
+    jax.block_until_ready(grad(*args))
+    start = time.perf_counter()
+    for _ in range(steps):
+      g = grad(*args)
+    jax.block_until_ready(g)
+    return (time.perf_counter() - start) / steps
 
   def random_images(name, shape, num=512):
     path = os.path.join(args.out, f"random_{name}.npz")
@@ -171,10 +167,11 @@ def main():
   for name, config in (("unet_mnist_pool_step", mnist_nitro.student(1000)),
                        ("unet_mnist_sid_pool_step", mnist_sid_pool.get_config().stages.distill.config)):
     config.data.update(source=mnist.data.source, batch_size=mnist.data.batch_size)
-    row = time_training(config, args.steps, teacher)[3]
+    row = time_training(config, args.steps, teacher, per_group=True)[3]
     teacher_step = 1.0 / rows["unet_mnist_train"]["steps_per_sec"]
+    group_seconds = row.pop("group_seconds")
     record(name, row | {"x_teacher": rows["unet_mnist_train"]["steps_per_sec"] / row["steps_per_sec"]})
-    for group, seconds in time_group_gradients(config, args.steps, teacher).items():
+    for group, seconds in group_seconds.items():
       record(f"{name}: {group} gradient only", {"steps_per_sec": 1.0 / seconds, "x_teacher": seconds / teacher_step})
   if args.cifar:
     cifar = cifar10_teacher.get_config()
