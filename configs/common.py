@@ -27,7 +27,7 @@ def base() -> ml_collections.ConfigDict:
 
   c.optim = ml_collections.ConfigDict(dict(name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8,
                                            weight_decay=0.0, warmup_steps=100, schedule="constant",
-                                           decay_steps=0, clip_norm=1.0))
+                                           decay_start=0, decay_steps=0, clip_norm=1.0))
   c.ema = ml_collections.ConfigDict(dict(decay=0.999, warmup=True))
 
   c.train = ml_collections.ConfigDict(dict(num_steps=1000, log_every=100, eval_every=0, ckpt_every=500,

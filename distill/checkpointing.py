@@ -31,7 +31,7 @@ RESUMABLE_KEYS = ("train.num_steps", "train.log_every", "train.eval_every", "tra
 # Keys added after runs were made, with the value that reproduces the older behaviour: a saved config without such a
 # key matches a current one that holds this value (also inside nested stage configs).
 ADDED_KEY_DEFAULTS = {"model.compute_dtype": "float32", "objective.generator_init": "teacher", "init_stage": "",
-                      "export": "last"}
+                      "export": "last", "optim.decay_start": 0}
 
 
 def path_name(path) -> str:

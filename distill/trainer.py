@@ -32,18 +32,28 @@ class TrainState:
 
 
 def learning_rate_schedule(optim: dict) -> optax.Schedule:
-  """Linear warm-up from 0 over `warmup_steps`, then constant or cosine decay to 0 at `decay_steps`."""
+  """Linear warm-up from 0 over `warmup_steps`, then constant, or constant until `decay_start` (default: the end of
+  the warm-up) and a cosine decay to 0 at `decay_steps` (a method's late phase, e.g. Uni-Instruct's divergence
+  phase after its SiD warm-up, can anneal alone)."""
   lr, warmup = float(optim["learning_rate"]), int(optim.get("warmup_steps", 0))
   decay = optim.get("schedule", "constant")
+  start = max(warmup, int(optim.get("decay_start", 0)))
   if decay == "constant":
-    after = optax.constant_schedule(lr)
+    after, start = optax.constant_schedule(lr), warmup
   elif decay == "cosine":
-    after = optax.cosine_decay_schedule(lr, max(1, int(optim["decay_steps"]) - warmup))
+    if int(optim["decay_steps"]) <= start and start > warmup:
+      raise ValueError(f"optim.decay_start ({start}) must be below optim.decay_steps ({optim['decay_steps']})")
+    after = optax.cosine_decay_schedule(lr, max(1, int(optim["decay_steps"]) - start))
   else:
     raise ValueError(f"unknown optim.schedule {decay!r}; choose constant or cosine")
-  if warmup == 0:
-    return after
-  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
+  pieces, boundaries = [], []
+  if warmup:
+    pieces.append(optax.linear_schedule(0.0, lr, warmup))
+    boundaries.append(warmup)
+  if start > warmup:
+    pieces.append(optax.constant_schedule(lr))
+    boundaries.append(start)
+  return optax.join_schedules(pieces + [after], boundaries) if pieces else after
 
 
 def make_optimizer(optim: dict) -> optax.GradientTransformation:

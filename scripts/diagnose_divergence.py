@@ -32,9 +32,13 @@ def parse():
   p.add_argument("--every", type=int, default=250, help="measurement interval")
   p.add_argument("--ema", type=float, default=0.0, help="generator EMA decay (the measured generator is its EMA)")
   p.add_argument("--generator_decay", action="store_true",
-                 help="generator learning rate on a cosine to 0 over --steps (critics constant)")
+                 help="generator learning rate constant until --divergence_start, then a cosine to 0 at --steps "
+                      "(critics constant)")
   benchmarking.add_results_flag(p, "score_distillation")
   return p.parse_args()
+
+
+DECAY_NOTE = " (generator: cosine to 0 from the warm-up end)"
 
 
 def lab_options(divergence: str, alpha: float, divergence_start: int) -> dict:
@@ -66,7 +70,8 @@ def main():
     for alpha in (float(a) for a in args.alphas.split(",")):
       for seed in (int(s) for s in args.seeds.split(",")):
         critic_optim = lab_optim(args.learning_rate)
-        optim = critic_optim | (dict(schedule="cosine", decay_steps=args.steps) if args.generator_decay else {})
+        optim = critic_optim | (dict(schedule="cosine", decay_start=args.divergence_start, decay_steps=args.steps)
+                                 if args.generator_decay else {})
         objective = lab.lab_objective(data, lab_options(divergence, alpha, args.divergence_start), optim,
                                       critic_optim=critic_optim)
         _, rows = lab.train(objective, data, args.steps, measure_every=args.every, seed=seed, ema=args.ema)
@@ -78,7 +83,7 @@ def main():
 
   lines = [benchmarking.machine_line(benchmarking.machine_info()), "",
            f"Gaussian data N((1, -0.5), diag(0.5, 0.3)^2), exact teacher, affine generator, learned MLP critics; "
-           f"lr {args.learning_rate}{' on a cosine to 0 (generator)' if args.generator_decay else ''}, generator EMA "
+           f"lr {args.learning_rate}{DECAY_NOTE if args.generator_decay else ''}, generator EMA "
            f"{args.ema}, SiD(alpha = 1) until step {args.divergence_start}, {args.steps} steps. "
            "mean error in data stds; fake/signal = E|D_psi - D*|^2 / E|D_phi - D*|^2; cosine of the learned "
            "generator gradient to the exact-critic one (mean over the divergence phase, and its minimum).", "",

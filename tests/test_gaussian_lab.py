@@ -3,9 +3,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from scipy import stats
 
+from configs import common
 from distill import gaussian_lab as lab
+from distill import objectives
 from distill.analytic import gaussian_denoiser
 
 MEAN = jnp.array([0.7, -0.3])
@@ -37,3 +40,23 @@ def test_generator_moments_are_the_affine_generators_exact_sample_moments():
   samples = objective.generate(params, jax.random.normal(jax.random.key(4), (200_000, 2)), None)
   np.testing.assert_allclose(jnp.mean(samples, 0), moments["mean"], atol=5e-3)
   np.testing.assert_allclose(jnp.cov(samples.T), moments["cov"], rtol=2e-2, atol=2e-3)
+
+
+@pytest.mark.parametrize("divergence", ["rkl", "fkl", "jeffreys", "js", "chi2", "hellinger"])
+def test_learned_critics_bring_the_generator_to_the_data_for_every_divergence(divergence):
+  """Issue 28's acceptance on exact ground truth: a one-step (affine) generator trained by Uni-Instruct with a learned
+  fake score and (where the divergence needs one) a learned discriminator, SiD warm-up then the exact divergence
+  direction (divergence_alpha 0.5) with the generator's rate on a cosine to 0 over the divergence phase, reaches the
+  data's mean and scale within a few percent; from the init, 2 data stds away in mean and 1.67x in scale."""
+  steps, start, lr = 800, 300, 1e-2
+  data = lab.GaussianData(mean=(1.0, -0.5), std=(0.5, 0.3))
+  options = common.score_distillation_objective("uni_instruct", divergence=divergence, divergence_start=start)
+  options = {k: v for k, v in options.to_dict().items() if k not in objectives.SCORE_DISTILLATION_BUILDER_KEYS}
+  critic = common.base().optim.to_dict() | dict(learning_rate=lr, b1=0.0, warmup_steps=0, clip_norm=0.0)
+  generator = critic | dict(schedule="cosine", decay_start=start, decay_steps=steps)
+  objective = lab.lab_objective(data, options, generator, critic_optim=critic)
+  _, rows = lab.train(objective, data, steps, measure_every=start, seed=0)
+  first, last = rows[0], rows[-1]
+  assert first["mean_error"] > 0.08, first  # still away from the data when the divergence takes over
+  assert last["mean_error"] < 0.06, last
+  assert abs(last["std_ratio"] - 1.0) < 0.03, last

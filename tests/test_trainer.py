@@ -241,6 +241,12 @@ def test_learning_rate_schedule_cosine():
   np.testing.assert_allclose([no_warmup(0), no_warmup(50), no_warmup(100)], [lr, lr / 2, 0.0], atol=1e-10)
   with pytest.raises(ValueError, match="schedule"):
     learning_rate_schedule({"learning_rate": lr, "schedule": "linear"})
+  held = learning_rate_schedule({"learning_rate": lr, "warmup_steps": warmup, "schedule": "cosine",
+                                 "decay_start": 60, "decay_steps": decay})
+  for step, want in ((5, 5e-4), (10, lr), (59, lr), (60, lr), (85, lr / 2), (110, 0.0)):
+    np.testing.assert_allclose(held(step), want, rtol=1e-5, atol=1e-10, err_msg=f"decay_start, step {step}")
+  with pytest.raises(ValueError, match="decay_start"):
+    learning_rate_schedule({"learning_rate": lr, "schedule": "cosine", "decay_start": 200, "decay_steps": 100})
 
 
 def test_make_optimizer():
