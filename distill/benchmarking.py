@@ -36,6 +36,22 @@ def sampling_rate(sampler, steps: int, num: int = 20_000) -> float:
   return num / (time.perf_counter() - start)
 
 
+def energy_over_sets(sampler, source: str, num: int, steps: int, seeds) -> dict:
+  """A 2-D model's energy distance and SW2 to fresh data of `source` (and the data-vs-data floors): mean and sample
+  standard deviation over one sample set of `num` points per seed, plus the per-set energies for paired ratios."""
+  import numpy as np
+
+  from distill import api
+
+  rows = [api.evaluate(sampler, source, num, [steps], seed=seed)[0] for seed in seeds]
+  out = {"steps": steps, "nfe": rows[0]["nfe"]}
+  for key in ("energy", "energy_floor", "sw2", "sw2_floor"):
+    values = np.array([r[key] for r in rows])
+    out[key], out[f"{key}_std"] = float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+  out["energy_per_set"] = [r["energy"] for r in rows]
+  return out
+
+
 def peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

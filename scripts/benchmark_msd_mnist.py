@@ -2,10 +2,10 @@
 same objective, with aggregate and per-class classifier FID.
 
   python scripts/benchmark_msd_mnist.py --out bench_out [--teacher B] [--ks 1,5] [--objective sid|reflow]
-      [--small] [--steps N] [--sample_seeds 3] [--classifier runs/mnist_classifier]
+      [--small [--tsm_steps N]] [--steps N] [--num_pairs 10000] [--sample_seeds 3] [--classifier runs/mnist_classifier]
 
 The class-conditional teacher is --teacher, or the teacher stage of configs/mnist_msd.py trained in OUT/msd_mnist/
-teacher. For every K, the distill stage of configs/mnist_msd.py (--objective; reflow adds the teacher's 10k pairs,
+teacher. For every K, the distill stage of configs/mnist_msd.py (--objective; reflow adds --num_pairs teacher pairs,
 20 Euler steps) with multi_student.k = K and the same batch (40 rows split between the students) and steps, so every
 K sees the same images for the same number of generator updates (K = 1 is the single student). Each is scored at its
 last step: classifier FID, precision and recall of --num routed samples (balanced labels) against half A of the
@@ -34,6 +34,8 @@ def parse():
   p.add_argument("--steps", type=int, default=0, help="distillation steps (0: the config's)")
   p.add_argument("--sample_seeds", type=int, default=3)
   p.add_argument("--small", action="store_true", help="4x smaller students through teacher score matching")
+  p.add_argument("--tsm_steps", type=int, default=0, help="teacher score matching steps with --small (0: the config's)")
+  p.add_argument("--num_pairs", type=int, default=10_000, help="teacher pairs for reflow distillation")
   benchmarking.add_results_flag(p, "multi_student")
   return p.parse_args()
 
@@ -76,9 +78,9 @@ def main():
     api.train(config, os.path.join(root, "teacher"))
     teacher = api.export(os.path.join(root, "teacher"))
   objective = "reflow" if args.small else args.objective
-  pairs = os.path.join(root, "pairs")
+  pairs = os.path.join(root, f"pairs_{args.num_pairs}")
   if objective == "reflow":
-    api.make_pairs(pairs, 10_000, teacher=teacher, seed=1, steps=20)
+    api.make_pairs(pairs, args.num_pairs, teacher=teacher, seed=1, steps=20)
   bench = benchmarking.ClassifierFIDBench(args.data, args.classifier, args.num,
                                           os.path.join(args.out, "classifier_fid_rows.json"))
   seeds = range(args.sample_seeds)
@@ -97,6 +99,9 @@ def main():
     if args.small:
       tsm = mnist_msd_small.tsm(k)
       tsm.data.source, tsm.eval.reference, tsm.teacher.bundle = args.data, args.data, teacher
+      if args.tsm_steps:
+        tsm.train.num_steps = args.tsm_steps
+        tsm.optim.decay_steps = args.tsm_steps if tsm.optim.decay_steps else 0
       api.train(tsm, os.path.join(root, f"tsm_k{k}"))
       config.model.channels = mnist_msd_small.SMALL_CHANNELS
       config.objective.init = api.export(os.path.join(root, f"tsm_k{k}"))

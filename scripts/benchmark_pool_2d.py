@@ -41,21 +41,6 @@ def parse():
   return p.parse_args()
 
 
-def spread(sampler, source: str, num: int, steps: int, seeds) -> dict:
-  """Mean and standard deviation over sample sets of energy and SW2 (and the floors), one set per seed."""
-  import numpy as np
-
-  from distill import api
-
-  rows = [api.evaluate(sampler, source, num, [steps], seed=seed)[0] for seed in seeds]
-  out = {"steps": steps, "nfe": rows[0]["nfe"]}
-  for key in ("energy", "energy_floor", "sw2", "sw2_floor"):
-    values = np.array([r[key] for r in rows])
-    out[key], out[f"{key}_std"] = float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
-  out["energy_per_set"] = [r["energy"] for r in rows]
-  return out
-
-
 def main():
   args = parse()
   from configs import toy2d_nitro, toy2d_reflow, toy2d_teacher
@@ -89,13 +74,17 @@ def main():
       if name == "pool_finetune" and "reflow" not in pipelines:  # the student it fine-tuned is the reflow row
         pipelines["reflow"] = (api.load(records["distill"]["bundle"]), seconds - records["pool"].get("seconds", 0.0))
     teacher = api.load(os.path.join(teacher_dir, "export"))
-    rows = {"teacher": dict(model="teacher", **spread(teacher, source, args.num, 100, seeds), seconds=float("nan"))}
+    scores = lambda sampler, steps: benchmarking.energy_over_sets(sampler, source, args.num, steps, seeds)
+    rows = {"teacher": dict(model="teacher", **scores(teacher, 100), seconds=float("nan"))}
     for name, (sampler, seconds) in pipelines.items():
-      rows[name] = dict(model=f"{LABELS[name]} one-step student", **spread(sampler, source, args.num, 1, seeds),
+      rows[name] = dict(model=f"{LABELS[name]} one-step student", **scores(sampler, 1),
                         seconds=seconds)
-    ratios = {f"{name}_vs_{ref}": rows[name]["energy"] / rows[ref]["energy"]
-              for name in ("pool", "pool_regression", "pool_finetune") for ref in ("reflow", "teacher") if name in rows and ref in rows}
-    results[toy] = {"rows": list(rows.values()), **ratios}
+    pairs = [(name, ref) for name in ("pool", "pool_regression", "pool_finetune") for ref in ("reflow", "teacher")
+             if name in rows and ref in rows]
+    ratios = {f"{name}_vs_{ref}": rows[name]["energy"] / rows[ref]["energy"] for name, ref in pairs}
+    per_set = {f"{name}_vs_{ref}": [a / b for a, b in zip(rows[name]["energy_per_set"], rows[ref]["energy_per_set"])]
+               for name, ref in pairs}
+    results[toy] = {"rows": list(rows.values()), **ratios, "per_set": per_set}
 
   machine = benchmarking.machine_info()
   lines = [benchmarking.machine_line(machine) + f". Energy distance and SW2 to fresh data, n = {args.num}, mean +- sd "
@@ -107,8 +96,9 @@ def main():
     lines += [f"| {row['model']} | {row['steps']} | {row['nfe']} | {row['energy']:.4g} +- {row['energy_std']:.2g} | "
               f"{row['energy_floor']:.4g} | {row['sw2']:.4g} +- {row['sw2_std']:.2g} | {row['sw2_floor']:.4g} | "
               f"{'-' if row['seconds'] != row['seconds'] else round(row['seconds'])} |" for row in r["rows"]]
-    lines += ["", "Energy ratios: " + "; ".join(f"{k.replace('_vs_', ' / ')} {v:.2f}x" for k, v in r.items()
-                                                 if k != "rows") + ".", ""]
+    lines += ["", "Energy ratios (of the means; per sample set, same noise and fresh data): " + "; ".join(
+        f"{k.replace('_vs_', ' / ')} {v:.2f}x ({', '.join(f'{x:.3f}' for x in r['per_set'][k])})"
+        for k, v in r.items() if k not in ("rows", "per_set")) + ".", ""]
   benchmarking.write_report(args.out, "pool_2d", {"machine": machine, "results": results}, lines,
                             results=args.results)
 
