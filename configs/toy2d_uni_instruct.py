@@ -9,10 +9,14 @@ The first 1000 generator steps use SiD(alpha = 1) while the discriminator warms 
 the divergence phase the generator's learning rate follows a cosine to 0 (optim.decay_start = 1000) while the fake
 score and discriminator keep theirs (critic_schedule = 'constant'). At a constant rate the generator random-walks
 once the fake score's error exceeds the shrinking signal (20-120x it on exact Gaussian ground truth,
-scripts/diagnose_divergence.py), so the last step was worse than the warm-up's.
+scripts/diagnose_divergence.py), so the last step was worse than the warm-up's. Moving the warm-up's end
+(--config.objective.divergence_start=S) leaves the decay's start; move it with
+--config.stages.distill.config.optim.decay_start=S.
 
-Headline: on moons 1.9-3.5x the 100-step teacher's energy distance across the divergences measured (n = 262144,
-training seed 0; docs/results/score_distillation.md, section score_2d, 2026-11-29, commit d9801ad).
+Headline (these defaults; one training seed so far): on moons the last step is 1.66x (rkl) and 2.03x (jeffreys) the
+100-step teacher's energy distance, below the SiD warm-up's end (0.76x and 0.93x of it) where the constant-rate
+defaults drifted above it (n = 20000, 3 sample sets; docs/results/score_distillation.md, section divergence_2d,
+2026-12-07).
 """
 
 from configs import toy2d_score
