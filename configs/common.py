@@ -200,9 +200,10 @@ def multi_student_section(k: int = 4, **overrides) -> ml_collections.ConfigDict:
   """multi_student: k students (0: off), each serving one part of the condition space (distill/partitions.py:
   partition 'blocks', 'table' (+ table), 'kmeans' or 'noise'), wrapping the stage's objective
   (distill/objectives/multi_student.py); `shared` names groups kept single (e.g. ('fake',)); full_set adds rows from
-  the whole data set for full-set paired regression (MSD's lesson)."""
+  the whole data set for full-set paired regression (MSD's lesson); layout 'vmap' runs the students as one vmapped
+  call, 'map' one after another (same values; faster for convolutional students on CPU)."""
   return ml_collections.ConfigDict(dict(k=k, partition="blocks", table=(), shared=(), full_set=False,
-                                        kmeans_iters=20) | overrides)
+                                        kmeans_iters=20, layout="vmap") | overrides)
 
 
 def multi_student_pipeline(stages: dict, data_source: str, distill_stage: str = "distill") -> ml_collections.ConfigDict:

@@ -27,7 +27,8 @@ BEST_DIR, BEST_FILE = "best", "best.json"
 
 # Keys that may change between the original run and a resumed one (they do not change the trained model).
 RESUMABLE_KEYS = ("train.num_steps", "train.log_every", "train.eval_every", "train.ckpt_every",
-                  "train.keep_last", "train.keep_every", "eval.", "mesh.", "overwrite")
+                  "train.keep_last", "train.keep_every", "eval.", "mesh.", "overwrite",
+                  "multi_student.layout")  # how the students are computed, not what
 # Keys added after runs were made, with the value that reproduces the older behaviour: a saved config without such a
 # key matches a current one that holds this value (also inside nested stage configs).
 ADDED_KEY_DEFAULTS = {"model.compute_dtype": "float32", "objective.generator_init": "teacher", "init_stage": "",

@@ -20,7 +20,7 @@ from distill.errors import UserError
 from distill.stacked import Router
 
 PARTITIONS = ("blocks", "table", "kmeans", "noise")
-MULTI_STUDENT_KEYS = ("k", "partition", "table", "shared", "full_set", "kmeans_iters")
+MULTI_STUDENT_KEYS = ("k", "partition", "table", "shared", "full_set", "kmeans_iters", "layout")
 
 
 def check_section(section) -> None:

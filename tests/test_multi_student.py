@@ -325,3 +325,24 @@ def test_multi_student_teacher_score_matching_then_distillation_from_its_weights
   assert student.network.num_students == 2 and dict(student.network.model_kwargs)["width"] == 8
   first = lambda p: np.asarray(jax.tree.leaves(p)[0])
   assert first(tsm_params).shape == first(student.params).shape and first(tsm_params).shape[0] == 2
+
+
+def test_multi_student_map_layout_equals_vmap_layout(conditional_teacher):
+  """layout='map' (students one after another) trains the same SiD students as the vmapped default, with a shared
+  fake score (closed over whole) and stacked generators (mapped); an unknown layout is refused by name."""
+  params = {}
+  for layout in ("vmap", "map"):
+    c = _config(**{"teacher.bundle": conditional_teacher, "multi_student.k": 2})
+    c.objective = common.score_distillation_objective("sid")
+    c.multi_student.update(shared=("fake",), layout=layout)
+    c.optim.clip_norm = 0.0
+    built = run.build_run(c)
+    state, teacher = built.trainer.init_state(), built.trainer.teacher_params()
+    for step in range(2):
+      batch = sharding_lib.global_batch(built.source.global_batch(step, c.data.batch_size), built.mesh)
+      state, _ = built.trainer.step(state, teacher, batch)
+    params[layout] = jax.device_get(state.params)
+  for got, want in zip(_leaves(params["map"]), _leaves(params["vmap"]), strict=True):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  with pytest.raises(UserError, match="multi_student.layout"):
+    run.build_run(_config(**{"multi_student.layout": "loop"}))

@@ -279,7 +279,8 @@ def build(config, data_spec, teacher=None, router=None) -> Objective:
                     "partition")
   wrapper = MultiStudentWithPostUpdate if hasattr(objective, "post_group_update") else MultiStudent
   try:
-    return wrapper(objective, router, shared=tuple(config.multi_student.get("shared", ())))
+    return wrapper(objective, router, shared=tuple(config.multi_student.get("shared", ())),
+                   layout=config.multi_student.get("layout", "vmap"))
   except ValueError as e:
     raise UserError(str(e)) from None
 

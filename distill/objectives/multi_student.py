@@ -8,7 +8,10 @@ objective: K students, each serving one part of the condition space (distill/sta
   to (K, b, ...) and student k's loss sees block k. Keys prefixed 'full_' hold rows drawn from the whole data set
   (MSD's full-set paired regression); they are split into blocks the same way.
 - Loss: the wrapped objective's loss is vmapped over students (parameters, objective state, batch block and key
-  fold_in(rng, k)); the teacher's parameters are broadcast, so its K calls fuse into one batched call. The loss of a
+  fold_in(rng, k)); the teacher's parameters are broadcast, so its K calls fuse into one batched call. With
+  layout='map' the students run one after another instead (jax.lax.map, same values): a vmap over convolution
+  weights becomes a grouped convolution, which XLA's CPU backend ran ~10x slower than K plain ones (a K = 5 MNIST
+  U-Net SiD step: 12.5 s against 1.2 s for one student on the same batch). The loss of a
   stacked group is the sum over students, so each student's gradient is exactly its own loss's gradient; that of a
   shared group is the mean over students (the whole batch).
 - Metrics: scalar metrics are averaged over students; each student's loss is also logged as loss_student<k>.
@@ -26,6 +29,9 @@ from distill.objectives.base import UPDATE_MASK, ParamGroup, WrappedObjective
 from distill.stacked import Router, StackedNetwork
 
 
+LAYOUTS = ("vmap", "map")
+
+
 @dataclasses.dataclass(frozen=True)
 class MultiStudent(WrappedObjective):
   """See the module docstring."""
@@ -33,8 +39,11 @@ class MultiStudent(WrappedObjective):
   base: object
   router: Router
   shared: tuple = ()
+  layout: str = "vmap"
 
   def __post_init__(self):
+    if self.layout not in LAYOUTS:
+      raise ValueError(f"multi_student.layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
     unknown = sorted(set(self.shared) - set(self.base.groups))
     if unknown:
       raise ValueError(f"multi_student.shared names groups {unknown}; the objective's groups are "
@@ -60,17 +69,25 @@ class MultiStudent(WrappedObjective):
   def _keys(self, rng):
     return jax.vmap(lambda k: jax.random.fold_in(rng, k))(jnp.arange(self.num_students))
 
+  def _per_student(self, fn, params, *mapped):
+    """fn(params of student k, *(x[k] for x in mapped)) for every k, outputs stacked on a leading student axis; shared
+    groups' parameters go to every student whole. One vmapped call, or with layout 'map' one student at a time."""
+    if self.layout == "vmap":
+      return jax.vmap(fn, in_axes=(self._axes(params),) + (0,) * len(mapped))(params, *mapped)
+    shared = {name: p for name, p in params.items() if name in self.shared}
+    own = {name: p for name, p in params.items() if name not in self.shared}
+    return jax.lax.map(lambda xs: fn({**shared, **xs[0]}, *xs[1:]), (own, *mapped))
+
   def init_aux(self, params, teacher_params, rng):
-    return jax.vmap(lambda p, r: self.base.init_aux(p, teacher_params, r), in_axes=(self._axes(params), 0))(
-        params, self._keys(rng))
+    return self._per_student(lambda p, r: self.base.init_aux(p, teacher_params, r), params, self._keys(rng))
 
   def post_update(self, params, aux, step):
-    return jax.vmap(lambda p, a: self.base.post_update(p, a, step), in_axes=(self._axes(params), 0))(params, aux)
+    return self._per_student(lambda p, a: self.base.post_update(p, a, step), params, aux)
 
   def per_student_loss(self, group, params, aux, teacher_params, batch, rng, step):
     """(losses (K,), metrics with leading K) of the wrapped objective, student by student."""
     per = lambda p, a, b, r: self.base.loss(group, p, a, teacher_params, b, r, step)
-    return jax.vmap(per, in_axes=(self._axes(params), 0, 0, 0))(params, aux, self._blocks(batch), self._keys(rng))
+    return self._per_student(per, params, aux, self._blocks(batch), self._keys(rng))
 
   def loss(self, group, params, aux, teacher_params, batch, rng, step):
     losses, metrics = self.per_student_loss(group, params, aux, teacher_params, batch, rng, step)
@@ -96,7 +113,9 @@ class MultiStudentWithPostUpdate(MultiStudent):
   def post_group_update(self, group, params, aux, metrics, rng, step):
     losses = metrics.pop("loss_per_student")
     hook = lambda p, a, m, r: self.base.post_group_update(group, p, a, m, r, step)
-    params, reset, aux, metrics = jax.vmap(hook)(params, aux, metrics, self._keys(rng))
+    params, reset, aux, metrics = (jax.vmap(hook) if self.layout == "vmap" else
+                                   lambda *xs: jax.lax.map(lambda x: hook(*x), xs))(params, aux, metrics,
+                                                                                    self._keys(rng))
     return params, reset, aux, _reduce(metrics, losses)
 
 
