@@ -1,22 +1,17 @@
 """2-D Uni-Instruct in one command: flow-matching teacher -> one-step generator minimising an expanded
-f-divergence (objective.divergence: rkl, fkl, jeffreys, js, chi2, hellinger; default jeffreys, the paper's best on
-unconditional CIFAR-10). The density ratio comes from a discriminator trained on real data versus generator samples.
+f-divergence (objective.divergence: rkl, fkl, jeffreys, js, chi2, hellinger; default jeffreys), the density ratio
+from a discriminator trained on real data versus generator samples.
 
   distill train --config configs/toy2d_uni_instruct.py --workdir W --config.data.source=npz:P.npz \\
       --config.objective.divergence=fkl [--config.teacher.workdir=T]
 
-The first 1000 generator steps use SiD(alpha = 1) while the discriminator warms up (Uni-Instruct's schedule); over
-the divergence phase the generator's learning rate follows a cosine to 0 (optim.decay_start = 1000) while the fake
-score and discriminator keep theirs (critic_schedule = 'constant'). At a constant rate the generator random-walks
-once the fake score's error exceeds the shrinking signal (20-120x it on exact Gaussian ground truth,
-scripts/diagnose_divergence.py), so the last step was worse than the warm-up's. Moving the warm-up's end
-(--config.objective.divergence_start=S) leaves the decay's start; move it with
---config.stages.distill.config.optim.decay_start=S.
+The first 1000 generator steps use SiD(alpha = 1) while the discriminator warms up; over the divergence phase the
+generator's learning rate follows a cosine to 0 (optim.decay_start = 1000; move it with
+--config.stages.distill.config.optim.decay_start=S) while the critics keep theirs (critic_schedule = 'constant').
 
-Headline (these defaults; one training seed so far): on moons the last step is 1.66x (rkl), 2.03x (jeffreys) and
-2.41x (fkl) the 100-step teacher's energy distance; against the SiD warm-up's end 0.76x, 0.93x and 1.10x, where the
-constant-rate defaults drifted well above it (n = 20000, 3 sample sets; docs/results/score_distillation.md, section
-divergence_2d, 2026-12-07).
+Headline (one training seed): on moons the last step is 1.66x (rkl), 2.03x (jeffreys), 2.41x (fkl) the 100-step
+teacher's energy distance, 0.76x / 0.93x / 1.10x the SiD warm-up's end (docs/results/score_distillation.md,
+section divergence_2d).
 """
 
 from configs import toy2d_score
