@@ -327,11 +327,11 @@ def test_multi_student_teacher_score_matching_then_distillation_from_its_weights
   assert first(tsm_params).shape == first(student.params).shape and first(tsm_params).shape[0] == 2
 
 
-def test_multi_student_map_layout_equals_vmap_layout(conditional_teacher):
-  """layout='map' (students one after another) trains the same SiD students as the vmapped default, with a shared
-  fake score (closed over whole) and stacked generators (mapped); an unknown layout is refused by name."""
+def test_multi_student_map_and_unroll_layouts_equal_vmap_layout(conditional_teacher):
+  """layouts 'map' and 'unroll' (students one after another) train the same SiD students as the vmapped default,
+  with a shared fake score (closed over whole) and stacked generators; an unknown layout is refused by name."""
   params = {}
-  for layout in ("vmap", "map"):
+  for layout in ("vmap", "map", "unroll"):
     c = _config(**{"teacher.bundle": conditional_teacher, "multi_student.k": 2})
     c.objective = common.score_distillation_objective("sid")
     c.multi_student.update(shared=("fake",), layout=layout)
@@ -342,7 +342,8 @@ def test_multi_student_map_layout_equals_vmap_layout(conditional_teacher):
       batch = sharding_lib.global_batch(built.source.global_batch(step, c.data.batch_size), built.mesh)
       state, _ = built.trainer.step(state, teacher, batch)
     params[layout] = jax.device_get(state.params)
-  for got, want in zip(_leaves(params["map"]), _leaves(params["vmap"]), strict=True):
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  for layout in ("map", "unroll"):
+    for got, want in zip(_leaves(params[layout]), _leaves(params["vmap"]), strict=True):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   with pytest.raises(UserError, match="multi_student.layout"):
     run.build_run(_config(**{"multi_student.layout": "loop"}))

@@ -252,6 +252,14 @@ def test_multi_student_pool_masked_update_and_refresh_per_student(tiny_teacher_b
   ages = [np.asarray(a) for a in jax.tree.leaves(state.aux["pool"]["age"])]
   assert all(a.shape[0] == 2 and np.all(a == 7) for a in ages)
   assert np.isfinite(float(metrics["generator/loss"])) and "generator/loss_student1" in metrics
+  c.multi_student.layout = "unroll"  # the students one after another: the same steps
+  b = run.build_run(c)
+  unrolled = b.trainer.init_state()
+  for _ in range(7):
+    unrolled, _ = one_step(b, unrolled)
+  for got, want in zip(jax.tree.leaves((unrolled.params, unrolled.aux)), jax.tree.leaves((state.params, state.aux)),
+                       strict=True):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
 
 
 def test_pool_is_deterministic_resumes_bit_identically_after_kill_9_and_samples_its_schedule(tiny_teacher_bundle,
