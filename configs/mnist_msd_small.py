@@ -17,7 +17,7 @@ def tsm(k: int = 5):
   c.model.update(conditional=True, channels=SMALL_CHANNELS)
   c.objective = common.teacher_score_matching_objective()
   c.data.batch_size = 40
-  c.multi_student = common.multi_student_section(k)
+  c.multi_student = common.multi_student_section(k, layout="unroll")  # the fastest on CPU
   return c
 
 

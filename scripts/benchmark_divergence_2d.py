@@ -2,6 +2,7 @@
 
   python scripts/benchmark_divergence_2d.py --out bench_out [--toys moons,8gaussians,checkerboard]
       [--divergences rkl,fkl,jeffreys,js,chi2,hellinger] [--train_seeds 0,1,2] [--sets 0,1,2] [--num 20000]
+      [--set KEY=VALUE ... --tag NAME]
 
 Per toy: the flow-matching teacher (reused from <teacher_root>/<toy>/teacher, else trained) at 100 Euler steps; per
 divergence and training seed, configs/toy2d_uni_instruct.py at its defaults (SiD(alpha = 1) warm-up to step 1000,
@@ -32,11 +33,30 @@ def parse():
   p.add_argument("--sets", default="0,1,2", help="sample sets (evaluation seeds)")
   p.add_argument("--num", type=int, default=20_000, help="points per sample set")
   p.add_argument("--teacher_root", default="bench_out/pool_2d", help="<root>/<toy>/teacher is reused when present")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="a variant: override of the distill stage's config (repeatable), e.g. ema.decay=0.999")
+  p.add_argument("--tag", default="", help="the variant's name: its runs go to <out>/divergence_2d_<tag>")
   benchmarking.add_results_flag(p, "score_distillation")
   return p.parse_args()
 
 
 CHECKPOINTS = ("warm-up end", "last", "best")
+
+
+def overrides(pairs: list[str]) -> dict:
+  """{'a.b': value} from ['a.b=value', ...]; values are Python literals where they parse as one, else strings."""
+  import ast
+
+  out = {}
+  for pair in pairs:
+    key, sep, value = pair.partition("=")
+    if not sep:
+      raise SystemExit(f"--set takes KEY=VALUE, got {pair!r}")
+    try:
+      out[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key] = value
+  return out
 
 
 def teacher_workdir(root: str, toy: str) -> str:
@@ -57,7 +77,8 @@ def student_scores(args, toy: str, divergence: str, seed: int, teacher: str, set
   from configs import toy2d_uni_instruct
   from distill import api, benchmarking
 
-  workdir = os.path.join(args.out, "divergence_2d", toy, f"{divergence}_seed{seed}")
+  workdir = os.path.join(args.out, "divergence_2d" + (f"_{args.tag}" if args.tag else ""), toy,
+                         f"{divergence}_seed{seed}")
   cache = os.path.join(workdir, "scores.json")
   if os.path.exists(cache):
     return json.load(open(cache))
@@ -65,6 +86,8 @@ def student_scores(args, toy: str, divergence: str, seed: int, teacher: str, set
   config.objective.divergence, config.seed = divergence, seed
   config.data.source, config.teacher.workdir = f"toy:{toy}", teacher
   config.stages.distill.config.train.keep_every = toy2d_uni_instruct.DIVERGENCE_START
+  for key, value in overrides(args.set).items():
+    config.stages.distill.config.update_from_flattened_dict({key: value})
   distill = api.train(config, workdir)["records"]["distill"]["workdir"]
   bundles = {"warm-up end": dict(step=toy2d_uni_instruct.DIVERGENCE_START), "last": {}, "best": dict(best=True)}
   scores = {}
@@ -107,7 +130,8 @@ def main():
                     "summary": {d: summarise(r, teacher_scores["energy"]) for d, r in runs.items()}}
 
   machine = benchmarking.machine_info()
-  lines = [benchmarking.machine_line(machine) + f". configs/toy2d_uni_instruct.py at its defaults per divergence; "
+  variant = f" with {', '.join(args.set)} (variant {args.tag!r})" if args.set else " at its defaults"
+  lines = [benchmarking.machine_line(machine) + f". configs/toy2d_uni_instruct.py{variant} per divergence; "
            f"energy distance to fresh data, n = {args.num}, averaged over sample sets {sets}; mean +- sd over "
            f"training seeds {train_seeds}. last / warm-up: mean of the per-seed ratios (below 1: the divergence "
            "phase improved on its SiD warm-up).", ""]
@@ -122,8 +146,9 @@ def main():
     best = min(r["summary"], key=lambda d: r["summary"][d]["last"][0])
     lines += ["", f"Best divergence at the last step: {best}, {r['summary'][best]['last_over_teacher']:.2f}x the "
               "teacher.", ""]
-  benchmarking.write_report(args.out, "divergence_2d", {"machine": machine, "args": vars(args), "results": results},
-                            lines, results=args.results)
+  name = "divergence_2d" + (f"_{args.tag}" if args.tag else "")
+  benchmarking.write_report(args.out, name, {"machine": machine, "args": vars(args), "results": results}, lines,
+                            results=args.results)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 same objective, with aggregate and per-class classifier FID.
 
   python scripts/benchmark_msd_mnist.py --out bench_out [--teacher B] [--ks 1,5] [--objective sid|reflow]
-      [--small [--tsm_steps N]] [--steps N] [--layout unroll] [--num_pairs 10000] [--sample_seeds 3]
+      [--small [--tsm_steps N]] [--steps N] [--layout vmap|unroll|map] [--num_pairs 10000] [--sample_seeds 3]
       [--classifier runs/mnist_classifier]
 
 The class-conditional teacher is --teacher, or the teacher stage of configs/mnist_msd.py trained in OUT/msd_mnist/
@@ -37,8 +37,8 @@ def parse():
   p.add_argument("--small", action="store_true", help="4x smaller students through teacher score matching")
   p.add_argument("--tsm_steps", type=int, default=0, help="teacher score matching steps with --small (0: the config's)")
   p.add_argument("--num_pairs", type=int, default=10_000, help="teacher pairs for reflow distillation")
-  p.add_argument("--layout", default="vmap", choices=("vmap", "unroll", "map"),
-                 help="multi_student.layout ('unroll': the students one after another, the fastest on CPU; same values)")
+  p.add_argument("--layout", default="", choices=("", "vmap", "unroll", "map"),
+                 help="multi_student.layout ('': the config's; all give the same values)")
   benchmarking.add_results_flag(p, "multi_student")
   return p.parse_args()
 
@@ -99,10 +99,10 @@ def main():
   for k in ks:
     tag = f"{objective}{'_small' if args.small else ''}_k{k}"
     config = mnist_msd.student(objective, k)
-    config.multi_student.layout = args.layout
+    config.multi_student.layout = args.layout or config.multi_student.layout
     if args.small:
       tsm = mnist_msd_small.tsm(k)
-      tsm.multi_student.layout = args.layout
+      tsm.multi_student.layout = config.multi_student.layout
       tsm.data.source, tsm.eval.reference, tsm.teacher.bundle = args.data, args.data, teacher
       if args.tsm_steps:
         tsm.train.num_steps = args.tsm_steps
