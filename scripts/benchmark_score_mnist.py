@@ -13,7 +13,9 @@ Each `--runs` entry names a pipeline workdir whose `distill` stage is the one-st
 teacher, which is scored at `--teacher_steps` (Euler step counts, or solver:steps such as heun:50 or rk45:100; its
 best is the reference point). `--export final` scores the stage's exported last step (`distill/export`), `--export
 best` the checkpoint with the lowest in-training FID (`distill export --workdir W/distill --best --out
-W/distill/export_best`, for runs trained with eval.fid_every).
+W/distill/export_best`, for runs trained with eval.fid_every); an entry `name=W@STEP` scores the distill stage's
+kept checkpoint STEP instead (exported to W/distill/export_step<STEP> on first use), e.g. the end of Uni-Instruct's
+SiD warm-up against its last step: `--runs warmup=runs/mnist_ui@200,last=runs/mnist_ui`.
 FID, precision, recall and KID against half A of the data, the data-vs-data floor (half B), sample grids in
 <out>/score_mnist/<model>/, and samples/s of each student against the teacher. The cost of a distillation step
 against a teacher step is measured by scripts/benchmark_throughput.py (one machine, one run). `--sample_seeds K`
@@ -55,6 +57,16 @@ def teacher_bundle(workdir: str) -> str:
   with open(os.path.join(workdir, "distill", "config.json")) as f:
     teacher = json.load(f)["teacher"]
   return teacher["bundle"] or os.path.join(teacher["workdir"], "export")
+
+
+def step_bundle(workdir: str, step: int) -> str:
+  """The distill stage's checkpoint `step` as a bundle, exported on first use (a missing step is an error)."""
+  from distill import api
+
+  out = os.path.join(workdir, "distill", f"export_step{step}")
+  if not os.path.exists(out):
+    api.export(os.path.join(workdir, "distill"), out, step=step)
+  return out
 
 
 def _mean_std(values) -> dict:
@@ -110,9 +122,12 @@ def main():
 
   work = os.path.join(args.out, "score_mnist")
   os.makedirs(work, exist_ok=True)
-  runs = dict(item.split("=", 1) for item in args.runs.split(","))
-  bundles = {name: os.path.join(w, "distill", "export" if args.export == "final" else "export_best")
-             for name, w in runs.items()}
+  runs, bundles = {}, {}
+  for item in args.runs.split(","):
+    name, entry = item.split("=", 1)
+    runs[name], _, step = entry.partition("@")
+    bundles[name] = step_bundle(runs[name], int(step)) if step else os.path.join(
+        runs[name], "distill", "export" if args.export == "final" else "export_best")
   finished = {name: b for name, b in bundles.items() if os.path.exists(b)}
   for name in set(runs) - set(finished):
     print(f"{name}: {bundles[name]} does not exist; skipped", flush=True)
@@ -151,7 +166,7 @@ def main():
   lines = [benchmarking.machine_line(result["machine"]), "", bench.floor_line(args.classifier), "",
            *benchmarking.fid_table(rows), "", *summary_lines, "", *spread_lines(result["sample_seed_spread"]), "",
            f"Students: the {'last step' if args.export == 'final' else 'checkpoint with the best in-training FID'} "
-           "of each run."]
+           "of each run (name=W@STEP entries: checkpoint STEP)."]
   benchmarking.write_report(args.out, "score_mnist", result, lines, results=args.results)
 
 

@@ -9,7 +9,9 @@ Writes bench_out/throughput.json and bench_out/throughput.md. Training: steps/s 
 training step of the same network and dtype (for SiD: one fake-score plus one generator update, three networks; for
 the discriminator pool: one pool update plus one student update, configs/mnist_nitro.py, and SiD with the pool,
 configs/mnist_sid_pool.py; their "<group> gradient only" rows time each group's loss gradient alone, forward and
-backward without the optimizer, so the generator's and the pool's halves of a step show separately).
+backward without the optimizer, so the generator's and the pool's halves of a step show separately). Multi-student
+SiD (configs/mnist_msd.py: K = 5 students of 8 rows each, class blocks, a class-conditional teacher) in each
+multi_student.layout, against one SiD student on the same 40 rows ("x teacher" here: over that single student's step).
 Sampling: samples/s and network evaluations per second (samples x NFE / s) for an Euler sampler. Memory: per
 training row, XLA's account of one compiled step (arguments + outputs + temporaries - donated aliases); the
 process's peak RSS, and the device's peak bytes where the backend reports it (GPU/TPU). bfloat16 rows set
@@ -46,9 +48,11 @@ def main():
   import jax
   import numpy as np
 
-  from configs import cifar10_teacher, mnist_nitro, mnist_score, mnist_sid_pool, mnist_teacher, toy2d_teacher
+  from configs import cifar10_teacher, mnist_msd, mnist_nitro, mnist_score, mnist_sid_pool, mnist_teacher, toy2d_teacher
   from distill import benchmarking, data as data_lib
-  from distill import objectives, sharding
+  from distill import objectives, partitions, sharding
+  from distill.objectives.multi_student import LAYOUTS
+  from distill.partitioned_data import PartitionedSource
   from samplers.generator import Generator
   from distill.teacher import Teacher
   from distill.trainer import Trainer
@@ -57,8 +61,11 @@ def main():
     """(state, network, source, row) of `steps` timed trainer steps; with per_group, row['group_seconds'] holds the
     seconds per gradient of each group's loss alone (forward + backward, no optimizer) on the same state."""
     mesh = sharding.make_mesh(config.mesh)
-    source = data_lib.make_source(config.data.source, 0)
-    objective = objectives.build(config, source.spec, teacher)
+    source, router = data_lib.make_source(config.data.source, 0), None
+    if config.get("multi_student") and config.multi_student.k > 0:
+      router = partitions.fit_router(config.multi_student, source, 0)
+      source = PartitionedSource(source, router, 0)
+    objective = objectives.build(config, source.spec, teacher, router=router)
     trainer = Trainer(objective, mesh, config.sharding.rules, config.ema, 0, teacher)
     state = trainer.init_state()
     teacher_params = trainer.teacher_params()
@@ -107,7 +114,8 @@ def main():
   def random_images(name, shape, num=512):
     path = os.path.join(args.out, f"random_{name}.npz")
     os.makedirs(args.out, exist_ok=True)
-    np.savez(path, images=np.random.default_rng(0).integers(0, 256, (num, *shape), dtype=np.uint8))
+    rng = np.random.default_rng(0)
+    np.savez(path, images=rng.integers(0, 256, (num, *shape), dtype=np.uint8), labels=np.arange(num) % 10)
     return f"npz:{path}"
 
   dtypes = ["float32", "bfloat16"] if args.bf16 == "true" else ["float32"]
@@ -173,6 +181,22 @@ def main():
     record(name, row | {"x_teacher": rows["unet_mnist_train"]["steps_per_sec"] / row["steps_per_sec"]})
     for group, seconds in group_seconds.items():
       record(f"{name}: {group} gradient only", {"steps_per_sec": 1.0 / seconds, "x_teacher": seconds / teacher_step})
+  # Multi-student SiD, K = 5 students of 8 rows, in every layout, against one student on the same 40 rows.
+  conditional = mnist_msd.teacher()
+  conditional.data.source = mnist.data.source
+  teacher_state, teacher_net, _, _ = time_training(conditional, 3)
+  teacher = Teacher(network=teacher_net, params=teacher_state.ema["model"])
+  single = mnist_msd.student("sid", 0)
+  single.data.source = mnist.data.source
+  one = time_training(single, args.steps, teacher)[3]
+  record("unet_mnist_cond_sid_step, 1 student of 40 rows", one | {"x_teacher": 1.0})
+  for layout in LAYOUTS:
+    msd = mnist_msd.student("sid", 5)
+    msd.data.source = mnist.data.source
+    msd.multi_student.layout = layout
+    row = time_training(msd, max(args.steps // 5, 5), teacher)[3]
+    record(f"unet_mnist_msd_sid_step, 5 students of 8 rows, layout {layout}",
+           row | {"x_teacher": one["steps_per_sec"] / row["steps_per_sec"]})
   if args.cifar:
     cifar = cifar10_teacher.get_config()
     cifar.data.update(source=random_images("cifar", (32, 32, 3), 2 * args.cifar_batch), batch_size=args.cifar_batch)
