@@ -43,6 +43,19 @@ def sampler_config(config) -> dict:
   return config.sampler.to_dict()
 
 
+def partition(config, source):
+  """(source, router): with config.multi_student.k > 0 the router fitted to `source` and the source laid out student
+  by student (distill/partitioned_data.py); otherwise `source` unchanged and no router."""
+  if not (config.get("multi_student") and config.multi_student.k > 0):
+    return source, None
+  router = partitions.fit_router(config.multi_student, source, config.seed)
+  if config.data.batch_size % router.num_students:
+    raise UserError(f"data.batch_size={config.data.batch_size} must be divisible by multi_student.k="
+                    f"{router.num_students} (each student gets an equal block of the batch)")
+  return PartitionedSource(source, router, config.seed,
+                           full_set=config.multi_student.get("full_set", False)), router
+
+
 def build_run(config) -> Run:
   if config.seed < 0:
     raise UserError(f"seed must be >= 0, got {config.seed} (-1 in a pipeline stage means the pipeline's "
@@ -52,13 +65,7 @@ def build_run(config) -> Run:
   teacher = load_teacher(config.teacher)
   if source.pair_metadata is not None and config.objective.name == "reflow":
     pairs.check_teacher(source.pair_metadata, teacher, config.data.source)
-  router = None
-  if config.get("multi_student") and config.multi_student.k > 0:
-    router = partitions.fit_router(config.multi_student, source, config.seed)
-    if config.data.batch_size % router.num_students:
-      raise UserError(f"data.batch_size={config.data.batch_size} must be divisible by multi_student.k="
-                      f"{router.num_students} (each student gets an equal block of the batch)")
-    source = PartitionedSource(source, router, config.seed, full_set=config.multi_student.get("full_set", False))
+  source, router = partition(config, source)
   objective = objectives.build(config, source.spec, teacher, router=router)
   if config.data.batch_size % mesh.size:
     raise UserError(f"data.batch_size={config.data.batch_size} must be divisible by the {mesh.size} devices of the mesh")

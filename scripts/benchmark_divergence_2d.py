@@ -43,6 +43,11 @@ def parse():
 CHECKPOINTS = ("warm-up end", "last", "best")
 
 
+def report_name(args) -> str:
+  """divergence_2d, or divergence_2d_<tag> for a variant: its runs' folder under --out and its report's name."""
+  return "divergence_2d" + (f"_{args.tag}" if args.tag else "")
+
+
 def overrides(pairs: list[str]) -> dict:
   """{'a.b': value} from ['a.b=value', ...]; values are Python literals where they parse as one, else strings."""
   import ast
@@ -77,8 +82,7 @@ def student_scores(args, toy: str, divergence: str, seed: int, teacher: str, set
   from configs import toy2d_uni_instruct
   from distill import api, benchmarking
 
-  workdir = os.path.join(args.out, "divergence_2d" + (f"_{args.tag}" if args.tag else ""), toy,
-                         f"{divergence}_seed{seed}")
+  workdir = os.path.join(args.out, report_name(args), toy, f"{divergence}_seed{seed}")
   cache = os.path.join(workdir, "scores.json")
   if os.path.exists(cache):
     return json.load(open(cache))
@@ -86,8 +90,7 @@ def student_scores(args, toy: str, divergence: str, seed: int, teacher: str, set
   config.objective.divergence, config.seed = divergence, seed
   config.data.source, config.teacher.workdir = f"toy:{toy}", teacher
   config.stages.distill.config.train.keep_every = toy2d_uni_instruct.DIVERGENCE_START
-  for key, value in overrides(args.set).items():
-    config.stages.distill.config.update_from_flattened_dict({key: value})
+  config.stages.distill.config.update_from_flattened_dict(overrides(args.set))
   distill = api.train(config, workdir)["records"]["distill"]["workdir"]
   bundles = {"warm-up end": dict(step=toy2d_uni_instruct.DIVERGENCE_START), "last": {}, "best": dict(best=True)}
   scores = {}
@@ -146,8 +149,7 @@ def main():
     best = min(r["summary"], key=lambda d: r["summary"][d]["last"][0])
     lines += ["", f"Best divergence at the last step: {best}, {r['summary'][best]['last_over_teacher']:.2f}x the "
               "teacher.", ""]
-  name = "divergence_2d" + (f"_{args.tag}" if args.tag else "")
-  benchmarking.write_report(args.out, name, {"machine": machine, "args": vars(args), "results": results}, lines,
+  benchmarking.write_report(args.out, report_name(args), {"machine": machine, "args": vars(args), "results": results}, lines,
                             results=args.results)
 
 

@@ -50,9 +50,8 @@ def main():
 
   from configs import cifar10_teacher, mnist_msd, mnist_nitro, mnist_score, mnist_sid_pool, mnist_teacher, toy2d_teacher
   from distill import benchmarking, data as data_lib
-  from distill import objectives, partitions, sharding
+  from distill import objectives, run, sharding
   from distill.objectives.multi_student import LAYOUTS
-  from distill.partitioned_data import PartitionedSource
   from samplers.generator import Generator
   from distill.teacher import Teacher
   from distill.trainer import Trainer
@@ -61,10 +60,7 @@ def main():
     """(state, network, source, row) of `steps` timed trainer steps; with per_group, row['group_seconds'] holds the
     seconds per gradient of each group's loss alone (forward + backward, no optimizer) on the same state."""
     mesh = sharding.make_mesh(config.mesh)
-    source, router = data_lib.make_source(config.data.source, 0), None
-    if config.get("multi_student") and config.multi_student.k > 0:
-      router = partitions.fit_router(config.multi_student, source, 0)
-      source = PartitionedSource(source, router, 0)
+    source, router = run.partition(config, data_lib.make_source(config.data.source, 0))
     objective = objectives.build(config, source.spec, teacher, router=router)
     trainer = Trainer(objective, mesh, config.sharding.rules, config.ema, 0, teacher)
     state = trainer.init_state()
