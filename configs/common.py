@@ -246,3 +246,75 @@ def schedule_sampler(c: ml_collections.ConfigDict, levels, steps: int = 1) -> No
 def boss_objective(bellman_file: str = "") -> ml_collections.ConfigDict:
   """objective section of the BOSS straightening fine-tune (distill/objectives/boss.py) on a `distill boss` grid."""
   return ml_collections.ConfigDict(dict(name="boss", bellman_file=bellman_file, init="teacher"))
+
+
+# ----- trajectory baselines (spec reflow_trajectory_family.md §3, §7) ---------------------------------------------
+
+
+def consistency_stage(teacher: ml_collections.ConfigDict, num_steps: int, learning_rate: float, sigma_max: float,
+                      levels: tuple, **objective) -> ml_collections.ConfigDict:
+  """Turn an EDM teacher's config into a consistency distillation (mode 'distillation') or training stage: the
+  student has the consistency parameterisation at the teacher's sigma_data, starts from the teacher, trains with
+  Adam and no EMA target (iCT's defaults: lognormal pairs, pseudo-Huber, 1 / delta-sigma weights, the exponential
+  curriculum over the stage), and samples with the multistep consistency sampler on `levels` (levels[0] =
+  sigma_max; `steps` 1..len(levels))."""
+  c = teacher
+  sigma_data = c.parameterization.get("sigma_data", 0.5)
+  c.parameterization = ml_collections.ConfigDict(dict(name="consistency", sigma_data=sigma_data, sigma_min=0.002))
+  c.objective = ml_collections.ConfigDict(dict(
+      name="consistency", mode="distillation", curriculum="ict", scales=18, s0=10, s1=1280,
+      curriculum_steps=num_steps, mu0=0.0, index_sampling="lognormal", p_mean=-1.1, p_std=2.0, weighting="ict",
+      distance="pseudo_huber", huber_c=0.00054, teacher_solver="heun", sigma_max=sigma_max, rho=7.0,
+      lpips_weights="", lpips_resize=0, init="teacher") | objective)
+  c.optim.update(learning_rate=learning_rate, warmup_steps=0, schedule="constant", decay_steps=0)
+  c.train.update(num_steps=num_steps, eval_every=num_steps)
+  c.sampler.update(solver="student", grid="schedule", sigmas=tuple(levels), steps=1)
+  return c
+
+
+def progressive_stage(teacher: ml_collections.ConfigDict, student_steps: int, num_steps: int,
+                      learning_rate: float) -> ml_collections.ConfigDict:
+  """One progressive-distillation round (2N -> N = student_steps) of a teacher's config: the paper's Adam with the
+  rate decayed linearly to 0 within the round, no EMA, and Euler (= DDIM) sampling on the student's N-step grid."""
+  c = teacher
+  c.objective = ml_collections.ConfigDict(dict(name="progressive", student_steps=student_steps, t_eps=1e-3,
+                                               init="teacher"))
+  c.optim.update(learning_rate=learning_rate, warmup_steps=0, schedule="linear", decay_start=0,
+                 decay_steps=num_steps)
+  c.ema.update(decay=0.0, warmup=False)
+  c.train.update(num_steps=num_steps, eval_every=num_steps)
+  c.sampler.update(solver="euler", grid="uniform_t", steps=student_steps, t_eps=1e-3)
+  return c
+
+
+def progressive_pipeline(teacher: ml_collections.ConfigDict, teacher_steps: int, num_steps: int,
+                         learning_rate: float, data_source: str) -> ml_collections.ConfigDict:
+  """teacher -> rounds pd<N> for N = teacher_steps / 2, ..., 1 (a power of 2), each initialised from and taught by
+  the previous stage."""
+  import copy
+
+  if teacher_steps < 2 or teacher_steps & (teacher_steps - 1):
+    raise ValueError(f"progressive distillation halves a power-of-2 step count >= 2, got {teacher_steps}")
+  stages, previous, n = {"teacher": train_stage(copy.deepcopy(teacher))}, "teacher", teacher_steps // 2
+  while n >= 1:
+    name = f"pd{n}"
+    round_config = progressive_stage(copy.deepcopy(teacher), n, num_steps, learning_rate)
+    stages[name] = train_stage(round_config, teacher_stage=previous, init_stage="" if previous == "teacher" else previous)
+    previous, n = name, n // 2
+  return pipeline(stages, data_source)
+
+
+def boot_stage(teacher: ml_collections.ConfigDict, num_steps: int, learning_rate: float, sigma_max: float,
+               **objective) -> ml_collections.ConfigDict:
+  """Turn an EDM teacher's config into a BOOT stage: a `signal`-parameterised student from the teacher's weights,
+  Adam, EMA 0.999, sampled in one evaluation (the one-level schedule: D(sigma_max z; sigma_max) = g(z, 0))."""
+  c = teacher
+  sigma_data = c.parameterization.get("sigma_data", 0.5)
+  c.parameterization = ml_collections.ConfigDict(dict(name="signal", sigma_data=sigma_data, sigma_min=0.002))
+  c.objective = ml_collections.ConfigDict(dict(name="boot", levels=32, sigma_max=sigma_max, rho=7.0,
+                                               boundary_weight=1.0, init="teacher") | objective)
+  c.optim.update(learning_rate=learning_rate, warmup_steps=0, schedule="constant", decay_steps=0)
+  c.ema.update(decay=0.999, warmup=True)
+  c.train.update(num_steps=num_steps, eval_every=num_steps)
+  c.sampler.update(solver="student", grid="schedule", sigmas=(sigma_max,), steps=1)
+  return c

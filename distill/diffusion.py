@@ -183,11 +183,58 @@ class VelocityParameterization:
     return denoised_from_velocity(rf_from_edm(x_edm, sigma), t, raw)
 
 
-PARAMETERIZATIONS = {"edm": EDMParameterization, "velocity": VelocityParameterization}
+@dataclasses.dataclass(frozen=True)
+class ConsistencyParameterization:
+  """Consistency models (Song et al. 2023, spec reflow_trajectory_family.md §7.2): f(x; sigma) = c_skip x + c_out F
+  with the boundary moved to sigma_min, c_skip = sd^2 / ((sigma - sigma_min)^2 + sd^2) and c_out = sd (sigma -
+  sigma_min) / sqrt(sigma^2 + sd^2), so that f(x; sigma_min) = x exactly. F's inputs (c_in x, ln(sigma) / 4) are
+  EDM's, so a consistency student starts from an EDM teacher's parameters."""
+
+  sigma_data: float = 0.5
+  sigma_min: float = 0.002
+  name: str = "consistency"
+
+  def network_inputs(self, x_edm, sigma):
+    return EDMParameterization(self.sigma_data).network_inputs(x_edm, sigma)
+
+  def denoised(self, x_edm, sigma, raw):
+    sigma = jnp.asarray(sigma, jnp.float32)
+    sd2 = self.sigma_data**2
+    c_skip = sd2 / ((sigma - self.sigma_min) ** 2 + sd2)
+    c_out = self.sigma_data * (sigma - self.sigma_min) / jnp.sqrt(sigma**2 + sd2)
+    return expand(c_skip, x_edm) * x_edm + expand(c_out, x_edm) * raw
+
+
+@dataclasses.dataclass(frozen=True)
+class SignalParameterization:
+  """BOOT's student (spec reflow_trajectory_family.md §3): g(eps, level) = sigma_data F(eps, ln(level + sigma_min)
+  / 4) is the signal y = x - level * eps of the teacher trajectory that starts from noise eps (x = sigma_max eps on the
+  EDM path) at `level`; its signal at level 0 is the trajectory's sample. As a sampler network it is a one-step
+  generator, D(x; sigma) = g(x / sigma, 0)."""
+
+  sigma_data: float = 0.5
+  sigma_min: float = 0.002
+  name: str = "signal"
+
+  def signal_inputs(self, eps, level):
+    """(network input, c_noise) of g(eps, level); level () or (B,)."""
+    level = jnp.asarray(level, jnp.float32)
+    return eps, jnp.broadcast_to(0.25 * jnp.log(level + self.sigma_min), eps.shape[:1])
+
+  def network_inputs(self, x_edm, sigma):
+    return self.signal_inputs(x_edm / expand(sigma, x_edm), 0.0)
+
+  def denoised(self, x_edm, sigma, raw):
+    del x_edm, sigma
+    return self.sigma_data * raw
+
+
+PARAMETERIZATIONS = {"edm": EDMParameterization, "velocity": VelocityParameterization,
+                     "consistency": ConsistencyParameterization, "signal": SignalParameterization}
 
 
 def make_parameterization(name: str, **kwargs):
-  """Build an output parameterisation by name ('edm' or 'velocity')."""
+  """Build an output parameterisation by name (edm, velocity, consistency or signal)."""
   if name not in PARAMETERIZATIONS:
     raise ValueError(f"unknown parameterization {name!r}; choose one of {sorted(PARAMETERIZATIONS)}")
   return PARAMETERIZATIONS[name](**kwargs)

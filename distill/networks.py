@@ -99,6 +99,11 @@ class Network:
     return (self.model_name, self.model_kwargs, self.parameterization) == (
         other.model_name, other.model_kwargs, other.parameterization)
 
+  def same_model(self, other: "Network") -> bool:
+    """Same model and arguments: the parameters fit, whatever the output parameterisations (a consistency student
+    starting from an EDM teacher)."""
+    return (self.model_name, self.model_kwargs) == (other.model_name, other.model_kwargs)
+
   def config(self) -> dict:
     """The model config this network was created from ({'name', 'compute_dtype', **kwargs})."""
     return {"name": self.model_name, "compute_dtype": self.compute_dtype, **dict(self.model_kwargs)}

@@ -113,6 +113,12 @@ class StackedNetwork:
       return other.num_students == self.num_students and self.base.same_architecture(other.base)
     return self.base.same_architecture(other)
 
+  def same_model(self, other) -> bool:
+    """Like same_architecture, whatever the output parameterisations."""
+    if isinstance(other, StackedNetwork):
+      return other.num_students == self.num_students and self.base.same_model(other.base)
+    return self.base.same_model(other)
+
   def num_params(self) -> int:
     return self.num_students * self.base.num_params()
 

@@ -33,19 +33,21 @@ class TrainState:
 
 def learning_rate_schedule(optim: dict) -> optax.Schedule:
   """Linear warm-up from 0 over `warmup_steps`, then constant, or constant until `decay_start` (default: the end of
-  the warm-up) and a cosine decay to 0 at `decay_steps` (a method's late phase, e.g. Uni-Instruct's divergence
+  the warm-up) and a cosine or linear decay to 0 at `decay_steps` (a method's late phase, e.g. Uni-Instruct's divergence
   phase after its SiD warm-up, can anneal alone)."""
   lr, warmup = float(optim["learning_rate"]), int(optim.get("warmup_steps", 0))
   decay = optim.get("schedule", "constant")
   start = max(warmup, int(optim.get("decay_start", 0)))
   if decay == "constant":
     after, start = optax.constant_schedule(lr), warmup
-  elif decay == "cosine":
+  elif decay in ("cosine", "linear"):
     if int(optim["decay_steps"]) <= start and start > warmup:
       raise ValueError(f"optim.decay_start ({start}) must be below optim.decay_steps ({optim['decay_steps']})")
-    after = optax.cosine_decay_schedule(lr, max(1, int(optim["decay_steps"]) - start))
+    length = max(1, int(optim["decay_steps"]) - start)
+    after = (optax.cosine_decay_schedule(lr, length) if decay == "cosine" else
+             optax.linear_schedule(lr, 0.0, length))
   else:
-    raise ValueError(f"unknown optim.schedule {decay!r}; choose constant or cosine")
+    raise ValueError(f"unknown optim.schedule {decay!r}; choose constant, cosine or linear")
   pieces, boundaries = [], []
   if warmup:
     pieces.append(optax.linear_schedule(0.0, lr, warmup))
@@ -139,7 +141,7 @@ class Trainer:
     params = {}
     for i, (name, group) in enumerate(self.objective.groups.items()):
       if group.init == "teacher":
-        if teacher_params is None or not group.network.same_architecture(self.teacher.network):
+        if teacher_params is None or not group.network.same_model(self.teacher.network):
           raise ValueError(f"group {name!r} initialises from the teacher, but no matching teacher is configured")
         params[name] = jax.tree.map(lambda a: a.astype(jnp.float32), teacher_params)
         if is_stacked(group.network):

@@ -229,7 +229,7 @@ def test_learning_rate_schedule_warmup_constant():
   assert float(flat(0)) == np.float32(2e-4) and float(flat(123)) == np.float32(2e-4)
 
 
-def test_learning_rate_schedule_cosine():
+def test_learning_rate_schedule_cosine_and_linear():
   lr, warmup, decay = 1e-3, 10, 110
   sched = learning_rate_schedule({"learning_rate": lr, "warmup_steps": warmup, "schedule": "cosine",
                                   "decay_steps": decay})
@@ -240,7 +240,9 @@ def test_learning_rate_schedule_cosine():
   no_warmup = learning_rate_schedule({"learning_rate": lr, "schedule": "cosine", "decay_steps": 100})
   np.testing.assert_allclose([no_warmup(0), no_warmup(50), no_warmup(100)], [lr, lr / 2, 0.0], atol=1e-10)
   with pytest.raises(ValueError, match="schedule"):
-    learning_rate_schedule({"learning_rate": lr, "schedule": "linear"})
+    learning_rate_schedule({"learning_rate": lr, "schedule": "exponential"})
+  linear = learning_rate_schedule({"learning_rate": lr, "schedule": "linear", "decay_steps": 100})  # PD's rounds
+  np.testing.assert_allclose([linear(0), linear(25), linear(100), linear(150)], [lr, 0.75 * lr, 0.0, 0.0], atol=1e-10)
   held = learning_rate_schedule({"learning_rate": lr, "warmup_steps": warmup, "schedule": "cosine",
                                  "decay_start": 60, "decay_steps": decay})
   for step, want in ((5, 5e-4), (10, lr), (59, lr), (60, lr), (85, lr / 2), (110, 0.0)):

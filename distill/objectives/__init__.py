@@ -60,13 +60,16 @@ def _two_network_demo(config, data_spec, teacher):
   return TwoNetworkDemo(groups=groups, teacher_network=None if teacher is None else teacher.network)
 
 
-def _initial(init: str, net, teacher, key: str) -> dict:
+def _initial(init: str, net, teacher, key: str, any_parameterization: bool = False) -> dict:
   """ParamGroup init fields for objective.<key>: 'teacher', 'random', or the path of an exported sampler bundle
-  (`distill export`) with the configured architecture, e.g. a student distilled earlier."""
+  (`distill export`) with the configured architecture, e.g. a student distilled earlier. `any_parameterization`: the
+  student may start from a teacher with the same model but another output parameterisation (a consistency student
+  from an EDM teacher)."""
   if init == "random":
     return {"init": "random"}
   if init == "teacher":
-    if teacher is None or not net.same_architecture(teacher.network):
+    same = net.same_model if any_parameterization else net.same_architecture
+    if teacher is None or not same(teacher.network):
       raise UserError(f"objective.{key}='teacher' needs a configured teacher (teacher.bundle or teacher.workdir) "
                       f"with the student's architecture; use objective.{key}='random' for a different student")
     return {"init": "teacher"}
@@ -83,10 +86,11 @@ def _initial(init: str, net, teacher, key: str) -> dict:
   return {"init": "bundle", "init_params": loaded.params}
 
 
-def _student_group(config, data_spec, teacher) -> dict:
+def _student_group(config, data_spec, teacher, any_parameterization: bool = False) -> dict:
   """The single student group, initialised as objective.init says (see _initial)."""
   net = network_from_config(config.model, config.parameterization, data_spec)
-  return {"model": ParamGroup(net, config.optim.to_dict(), **_initial(config.objective.init, net, teacher, "init"))}
+  return {"model": ParamGroup(net, config.optim.to_dict(),
+                              **_initial(config.objective.init, net, teacher, "init", any_parameterization))}
 
 
 def _lpips_option(config, kind: str) -> dict:
@@ -186,6 +190,51 @@ def _boss(config, data_spec, teacher):
                         t_fine=tuple(grid["t_fine"]), nodes=tuple(grid["nodes"]))
 
 
+def _parameterization_named(config, name: str, method: str) -> None:
+  if config.parameterization.name != name:
+    raise UserError(f"{method} trains a {name!r}-parameterised student: set parameterization.name={name!r} (got "
+                    f"{config.parameterization.name!r})")
+
+
+def _consistency(config, data_spec, teacher):
+  """Consistency distillation (objective.mode='distillation', the configured teacher's ODE steps) or training
+  ('training', no teacher in the loss; the teacher, if any, may still initialise the student)."""
+  from distill.objectives.consistency import Consistency
+
+  _parameterization_named(config, "consistency", "consistency distillation / training")
+  mode = config.objective.mode
+  if mode not in ("distillation", "training"):
+    raise UserError(f"objective.mode must be 'distillation' or 'training', got {mode!r}")
+  if mode == "distillation" and teacher is None:
+    raise UserError("consistency distillation steps the teacher's ODE: set teacher.bundle or teacher.workdir, or "
+                    "use objective.mode='training'")
+  options = _options(config, ("name", "mode", "init", "lpips_weights", "lpips_resize"))
+  return Consistency(groups=_student_group(config, data_spec, teacher, any_parameterization=True),
+                     teacher_network=teacher.network if mode == "distillation" else None,
+                     sigma_min=config.parameterization.get("sigma_min", 0.002),
+                     **options, **_lpips_option(config, config.objective.distance))
+
+
+def _progressive(config, data_spec, teacher):
+  from distill.objectives.progressive import ProgressiveDistillation
+
+  if teacher is None:
+    raise UserError("progressive distillation halves a teacher's steps: set teacher.bundle or teacher.workdir")
+  return ProgressiveDistillation(groups=_student_group(config, data_spec, teacher), teacher_network=teacher.network,
+                                 **_options(config, ("name", "init")))
+
+
+def _boot(config, data_spec, teacher):
+  from distill.objectives.boot import Boot
+
+  _parameterization_named(config, "signal", "BOOT")
+  if teacher is None:
+    raise UserError("BOOT bootstraps a teacher's trajectories: set teacher.bundle or teacher.workdir")
+  return Boot(groups=_student_group(config, data_spec, teacher, any_parameterization=True),
+              teacher_network=teacher.network, sigma_min=config.parameterization.get("sigma_min", 0.002),
+              **_options(config, ("name", "init")))
+
+
 def _architecture_mismatch(net, teacher_net) -> str:
   """A readable list of how two networks differ ('' when they are the same)."""
   if net.same_architecture(teacher_net):
@@ -258,6 +307,9 @@ REGISTRY = {
     "boss": _boss,
     "score_distillation": _score_distillation,
     "adversarial": _adversarial,
+    "consistency": _consistency,
+    "progressive": _progressive,
+    "boot": _boot,
 }
 
 
