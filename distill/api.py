@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 import samplers
-from distill import boss as boss_lib, data as data_lib, pairs as pairs_lib, pipeline, run
+from distill import autodiffusion as autodiffusion_lib, boss as boss_lib, data as data_lib, pairs as pairs_lib, pipeline, run
 from distill.errors import UserError
 from distill.evaluation import features as features_lib, fid as fid_lib
 from distill.evaluation import save_curve, save_image_grid, save_scatter, two_sample_report
@@ -191,6 +191,13 @@ def boss(sampler: str, num_steps: int, out_json: str, out_bundle: str | None = N
   on it to `out_bundle`); returns the grid record (RF-time nodes, jump cost, the uniform grid's cost)."""
   return boss_lib.export_bellman_sampler(sampler, out_json, out_bundle, num_steps, fine_steps=fine_steps,
                                          num_samples=num, seed=seed)
+
+
+def autodiffusion(sampler: str, num_steps: int, out_json: str, out_bundle: str | None = None, **options) -> dict:
+  """AutoDiffusion's evolutionary search of a bundle's K sampling steps (distill/autodiffusion.py), written to
+  `out_json` (and as a bundle that samples on the grid to `out_bundle`); returns the record (nodes, sigmas, fitness,
+  the uniform grid's fitness, best fitness per epoch)."""
+  return autodiffusion_lib.export_autodiffusion_sampler(sampler, out_json, out_bundle, num_steps, **options)
 
 
 def flow_straightness(sampler, num: int, seed: int = 0, steps: int = 100) -> dict:

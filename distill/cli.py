@@ -7,6 +7,7 @@
                [--solver euler|heun|dpm_solver_2m|rk45] [--features inception|classifier:C] [--ref R]
   distill pairs (--teacher B | --teacher_workdir T) --out P --num N [--solver rk45] [--steps K] [--seed S]
   distill boss --sampler B --steps K --out grid.json [--bundle_out B2]
+  distill autodiffusion --sampler B --steps K --out grid.json [--bundle_out B2] [--reference SOURCE] [--num N]
   distill fid (--sampler B | --workdir W | --samples S.npz) [--features inception|classifier:C] [--ref R] [--num N]
   distill fid stats --data SOURCE --out stats.npz [--features F]   |   distill fid convert-weights --pth P --out W
   distill train-classifier --data npz:P.npz --out C   |   distill lpips-weights --vgg V.pth --lin L.pth --out W
@@ -258,8 +259,43 @@ def cmd_boss(argv):
         + (f" and {fv.bundle_out}" if fv.bundle_out else "") + f" ({time.time() - start:.1f}s)")
 
 
+def cmd_autodiffusion(argv):
+  def define(fv, argv):
+    flags.DEFINE_string("sampler", None, "exported model bundle (an ODE solver: euler, heun, dpm_solver_2m)",
+                        flag_values=fv)
+    flags.DEFINE_integer("steps", None, "number of sampling steps K", flag_values=fv)
+    flags.DEFINE_string("out", None, "grid JSON", flag_values=fv)
+    flags.DEFINE_string("bundle_out", None, "also write a copy of the bundle that samples on the grid",
+                        flag_values=fv)
+    flags.DEFINE_integer("fine_steps", 100, "candidate steps: the bundle's own grid at this many steps",
+                         flag_values=fv)
+    flags.DEFINE_integer("num", 2000, "samples per fitness evaluation (the same noise for every candidate)",
+                         flag_values=fv)
+    flags.DEFINE_string("reference", "", "data source the samples are scored against ('' = the bundle's own samples "
+                        "at fine_steps)", flag_values=fv)
+    flags.DEFINE_string("features", "", "image features for FID: inception (default) or classifier:<folder>",
+                        flag_values=fv)
+    flags.DEFINE_integer("population", 50, "population size", flag_values=fv)
+    flags.DEFINE_integer("epochs", 10, "generations after the initial population", flag_values=fv)
+    flags.DEFINE_float("m_prob", 0.1, "per-gene mutation probability", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "seed of the noise and of the search", flag_values=fv)
+
+  fv = parse_flags(argv, define, "autodiffusion", "AutoDiffusion: an evolutionary search of a bundle's K steps")
+  require_flags(fv, "sampler", "steps", "out")
+  from distill import api
+
+  start = time.time()
+  record = api.autodiffusion(fv.sampler, fv.steps, fv.out, fv.bundle_out, fine_steps=fv.fine_steps, num=fv.num,
+                             seed=fv.seed, reference=fv.reference, features=fv.features, population=fv.population,
+                             epochs=fv.epochs, m_prob=fv.m_prob)
+  print(f"AutoDiffusion {fv.steps}-step grid (sigmas {[round(s, 4) for s in record['sigmas']]}): {record['metric']} "
+        f"{record['fitness']:.4g} vs uniform {record['uniform_fitness']:.4g} after {record['evaluations']} "
+        f"evaluations; written to {fv.out}" + (f" and {fv.bundle_out}" if fv.bundle_out else "")
+        + f" ({time.time() - start:.1f}s)")
+
+
 COMMANDS = {"train": cmd_train, "export": cmd_export, "sample": cmd_sample, "eval": cmd_eval, "pairs": cmd_pairs,
-            "boss": cmd_boss, "fid": cli_fid.cmd_fid, "train-classifier": cli_fid.cmd_train_classifier,
+            "boss": cmd_boss, "autodiffusion": cmd_autodiffusion, "fid": cli_fid.cmd_fid, "train-classifier": cli_fid.cmd_train_classifier,
             "lpips-weights": cli_fid.cmd_lpips_weights, "quickstart": cmd_quickstart}
 
 

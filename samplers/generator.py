@@ -86,9 +86,7 @@ class Generator:
     nfe = self.nfe(steps)
 
     def f(params, noise, labels, renoises=None):
-      denoise = lambda x, s, c: self.sampled.denoise(params, x, s, c)
-      if guided:
-        denoise = classifier_free_guidance(denoise, float(self.config["guidance"]), self.num_classes)
+      denoise = self._denoiser(params)
       if solver == "rk45":
         x, counts = rk45(denoise, grid[0] * noise, grid, labels, rtol=float(self.config.get("rtol", 1e-5)),
                          atol=float(self.config.get("atol", 1e-5)))
@@ -97,6 +95,22 @@ class Generator:
       return x, jnp.full(noise.shape[:1], nfe, jnp.int32)
 
     return f
+
+  def _denoiser(self, params):
+    """D(x, sigma, labels) of the sampled network, with classifier-free guidance when configured."""
+    denoise = lambda x, s, c: self.sampled.denoise(params, x, s, c)
+    if self._guided():
+      denoise = classifier_free_guidance(denoise, float(self.config["guidance"]), self.num_classes)
+    return denoise
+
+  def on_grid(self):
+    """f(params, noise, labels, sigmas) -> float32 samples: the configured ODE solver on a grid passed as an array
+    (decreasing, ending at 0), so one compilation serves every grid of a length (time-step searches)."""
+    solver = self.config["solver"]
+    if solver in ("rk45", "student"):
+      raise ValueError(f"solver {solver!r} has no fixed grid to search; use euler, heun or dpm_solver_2m")
+    return lambda params, noise, labels, sigmas: solve_from_noise(self._denoiser(params), noise, sigmas, solver,
+                                                                  labels)
 
   def num_renoise(self, steps: int | None = None) -> int:
     """Fresh noise draws per sample besides the initial noise (only the multistep student solver takes any)."""
