@@ -18,7 +18,7 @@ LAYERS = (
     ("api", ("distill.api", "distill.benchmarking")),
     ("runs", ("distill.pipeline", "distill.exporting", "distill.run", "distill.gaussian_lab")),
     ("training", ("distill.trainer", "distill.objectives", "distill.pool", "distill.checkpointing",
-                  "distill.teacher", "distill.boss")),
+                  "distill.teacher", "distill.boss", "distill.autodiffusion")),
     ("data and evaluation", ("distill.data", "distill.pairs", "distill.evaluation", "distill.partitions",
                              "distill.partitioned_data")),
     ("samplers", ("samplers",)),
