@@ -36,6 +36,34 @@ def sampling_rate(sampler, steps: int, num: int = 20_000) -> float:
   return num / (time.perf_counter() - start)
 
 
+def time_training_steps(trainer, source, mesh, batch_size: int, steps: int):
+  """(state, seconds per step) of `steps` jitted training steps from a fresh state, after compilation and three
+  warm-up steps, cycling over four batches of `source`."""
+  import jax
+
+  from distill import sharding
+
+  state, teacher_params = trainer.init_state(), trainer.teacher_params()
+  batches = [sharding.global_batch(source.global_batch(i, batch_size), mesh) for i in range(4)]
+  for i in range(3):
+    state, _ = trainer.step(state, teacher_params, batches[i % 4])
+  jax.block_until_ready(state)
+  start = time.perf_counter()
+  for i in range(steps):
+    state, _ = trainer.step(state, teacher_params, batches[i % 4])
+  jax.block_until_ready(state)
+  return state, (time.perf_counter() - start) / steps
+
+
+def training_step_seconds(config, steps: int = 50) -> float:
+  """Seconds per training step of a complete train config (a workdir's config.json: its data, teacher, objective
+  and mesh), timed as time_training_steps does."""
+  from distill import run
+
+  built = run.build_run(config)
+  return time_training_steps(built.trainer, built.source, built.mesh, config.data.batch_size, steps)[1]
+
+
 def energy_over_sets(sampler, source: str, num: int, steps: int, seeds) -> dict:
   """A 2-D model's energy distance and SW2 to fresh data of `source` (and the data-vs-data floors): mean and sample
   standard deviation over one sample set of `num` points per seed, plus the per-set energies for paired ratios."""

@@ -63,17 +63,10 @@ def main():
     source, router = run.partition(config, data_lib.make_source(config.data.source, 0))
     objective = objectives.build(config, source.spec, teacher, router=router)
     trainer = Trainer(objective, mesh, config.sharding.rules, config.ema, 0, teacher)
-    state = trainer.init_state()
+    state, seconds = benchmarking.time_training_steps(trainer, source, mesh, config.data.batch_size, steps)
+    elapsed = seconds * steps
     teacher_params = trainer.teacher_params()
-    batches = [sharding.global_batch(source.global_batch(i, config.data.batch_size), mesh) for i in range(4)]
-    for i in range(3):  # compile + warm-up
-      state, m = trainer.step(state, teacher_params, batches[i % 4])
-    jax.block_until_ready(state)
-    start = time.perf_counter()
-    for i in range(steps):
-      state, m = trainer.step(state, teacher_params, batches[i % 4])
-    jax.block_until_ready(state)
-    elapsed = time.perf_counter() - start
+    batches = [sharding.global_batch(source.global_batch(0, config.data.batch_size), mesh)]
     network = objective.groups[objective.sample_group].network
     compiled = trainer.step.lower(state, teacher_params, batches[0]).compile()
     row = {"params": network.num_params(), "batch_size": config.data.batch_size,

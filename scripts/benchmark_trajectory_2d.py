@@ -11,8 +11,8 @@ rounds' students); consistency distillation and iCT (configs/toy2d_consistency.p
 1, 2, 4 steps; BOOT (configs/toy2d_boot.py); the reflow one-step student (configs/toy2d_reflow.py) and SiD
 (configs/toy2d_sid.py). Every method runs its config's default budget. Quality: energy distance and SW2 to fresh
 data, n = --num, mean +- sd over the --sets sample sets. Training cost: the sum over a method's stages (pairs
-included) of steps x seconds per step (median of its logged rates; compilation and evaluation excluded), in units
-of the flow teacher's seconds per training step; AutoDiffusion's is its search's wall clock in the same units.
+included) of steps x seconds per step (timed on each stage's config after compilation, evaluation excluded), in
+units of the flow teacher's seconds per training step; AutoDiffusion's is its search's wall clock in the same units.
 Throughput: samples per second at that step count (20k samples, after a warm-up). Runs resume
 (<out>/trajectory_2d/<toy>/<method>); writes <out>/trajectory_2d.json and .md and appends to
 docs/results/trajectory.md.
@@ -43,24 +43,28 @@ def parse():
 
 
 def seconds_per_step(workdir: str) -> float:
-  """Median seconds per training step of a train workdir, from its logged rates (compilation excluded)."""
-  import numpy as np
+  """Seconds per training step of a train workdir's config (benchmarking.training_step_seconds), cached in
+  WORKDIR/step_seconds.json."""
+  import ml_collections
 
-  from distill import reporting
+  from distill import benchmarking, checkpointing
 
-  rates = [r["steps_per_sec"] for r in reporting.read_metrics(workdir) if r.get("steps_per_sec")]
-  return float(1.0 / np.median(rates))
+  cache = os.path.join(workdir, "step_seconds.json")
+  if not os.path.exists(cache):
+    config = ml_collections.ConfigDict(checkpointing.read_config(workdir))
+    json.dump({"seconds": benchmarking.training_step_seconds(config)}, open(cache, "w"))
+  return json.load(open(cache))["seconds"]
 
 
 def training_seconds(workdir: str) -> float:
   """A pipeline's training cost in seconds: per train stage its steps x seconds per step, plus pairs stages' wall
-  clock, from WORKDIR/pipeline.json."""
+  clock, from WORKDIR/pipeline.json (an external teacher costs nothing here)."""
   records = json.load(open(os.path.join(workdir, "pipeline.json")))
   total = 0.0
   for record in records.values():
     if record.get("kind") == "train":
       total += record["steps"] * seconds_per_step(record["workdir"])
-    else:
+    elif record.get("kind") == "pairs":
       total += record.get("seconds", 0.0)
   return total
 
@@ -152,7 +156,7 @@ def main():
   machine = benchmarking.machine_info()
   lines = [benchmarking.machine_line(machine) + f". Energy distance and SW2 to fresh data, n = {args.num}, mean +- sd "
            f"over sample sets {sets}; every method at its config's default budget, judged at its exported (last) "
-           "step. Cost: training seconds (steps x median seconds per step, pairs included, compilation excluded; "
+           "step. Cost: training seconds (steps x timed seconds per step, pairs' wall clock included; "
            "AutoDiffusion: its search's wall clock) over the flow teacher's seconds per training step.", ""]
   for toy, r in results.items():
     lines += [f"### toy:{toy} (teacher step {1e3 * r['teacher_seconds_per_step']:.2f} ms)", "",
