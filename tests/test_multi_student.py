@@ -247,7 +247,7 @@ def test_toy2d_multi_student_contract(tmp_path, capsys):
   workdir, bundle, out = tmp_path / "W", tmp_path / "B", tmp_path / "S.npz"
   small = ["--config.stages.teacher.config.train.num_steps=20", "--config.stages.pairs.num=512",
            "--config.stages.distill.config.train.num_steps=10", "--config.stages.distill.config.train.eval_every=0",
-           "--config.stages.teacher.config.train.eval_every=0", "--config.multi_student.k=2"]
+           "--config.stages.teacher.config.train.eval_every=0", "--config.multi_student.k=2", "--config.mesh.data=1"]
   assert cli.main(["train", "--config", "configs/toy2d_msd.py", "--workdir", str(workdir),
                    f"--config.data.source=npz:{npz}", *small]) == 0
   assert cli.main(["export", "--workdir", str(workdir), "--out", str(bundle)]) == 0

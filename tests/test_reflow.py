@@ -154,7 +154,8 @@ def test_flow_guided_target_of_a_straight_guide():
 def test_pipeline_in_one_command_resumes_and_exports_a_one_step_student(tmp_path, capsys):
   workdir = str(tmp_path / "w")
   run_config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny_reflow.py")
-  assert cli.main(["train", f"--config={run_config}", f"--workdir={workdir}"]) == 0
+  one_device = "--config.mesh.data=1"  # the stages' steps compile faster than for 8 fake CPU devices
+  assert cli.main(["train", f"--config={run_config}", f"--workdir={workdir}", one_device]) == 0
   records = json.load(open(os.path.join(workdir, "pipeline.json")))
   assert list(records) == ["teacher", "pairs", "reflow", "pairs_2rf", "distill"]
   assert records["pairs"]["teacher_checksum"] == records["teacher"]["checksum"]
@@ -174,14 +175,14 @@ def test_pipeline_in_one_command_resumes_and_exports_a_one_step_student(tmp_path
   assert report["straightness"] >= 0 and report["one_step_error"] >= 0 and report["rows"][0]["nfe"] == 1
 
   capsys.readouterr()
-  assert cli.main(["train", f"--config={run_config}", f"--workdir={workdir}"]) == 0
+  assert cli.main(["train", f"--config={run_config}", f"--workdir={workdir}", one_device]) == 0
   assert capsys.readouterr().out.count("already done") == 5
 
   # A finished teacher is reused with --config.teacher.workdir (no teacher stage is trained).
   reuse = str(tmp_path / "reuse")
   shutil.rmtree(os.path.join(workdir, "distill", "export"))
   assert cli.main(["train", f"--config={run_config}", f"--workdir={reuse}",
-                   f"--config.teacher.workdir={os.path.join(workdir, 'teacher')}"]) == 0
+                   f"--config.teacher.workdir={os.path.join(workdir, 'teacher')}", one_device]) == 0
   reused = json.load(open(os.path.join(reuse, "pipeline.json")))
   assert reused["teacher"]["kind"] == "external" and reused["teacher"]["checksum"] == records["teacher"]["checksum"]
   assert not os.path.exists(os.path.join(reuse, "teacher"))
@@ -237,8 +238,8 @@ def test_straightness_drops_after_one_reflow(tmp_path):
   config.data.source, config.data.batch_size = f"pairs:{store}", 256
   config.model.update(width=128, depth=3, emb_dim=64)
   config.objective = common.reflow_objective(init="random")
-  config.optim.update(learning_rate=2e-3, schedule="cosine", decay_steps=1500)
-  config.train.update(num_steps=1500, ckpt_every=1500, log_every=500)
+  config.optim.update(learning_rate=2e-3, schedule="cosine", decay_steps=300)
+  config.train.update(num_steps=300, ckpt_every=300, log_every=100)
   config.mesh.data = 1  # XLA's CPU all-reduce across 8 fake devices on 2 cores can stall at this model size
   workdir = str(tmp_path / "reflow")
   run.train(config, workdir)
@@ -275,6 +276,7 @@ def test_slimflow_pipeline_with_a_smaller_student(tmp_path):
                             "anneal": common.train_stage(anneal, data_stage="pairs"),
                             "guided": common.train_stage(guided, data_stage="pairs", teacher_stage="anneal")},
                            "toy:moons")
+  config.mesh.data = 1  # one device: the stages' steps compile faster than for 8 fake CPU devices
   workdir = str(tmp_path / "slim")
   records = pipeline.run_pipeline(config, workdir, log=lambda s: None)
   teacher, student = (samplers.load(records[name]["bundle"]) for name in ("teacher", "guided"))
