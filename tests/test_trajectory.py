@@ -279,7 +279,7 @@ def test_toy2d_trajectory_contract(name, tmp_path):
              for stage, n in CONTRACT_BUDGETS[name].items() for key in ("num_steps", "eval_every")]
   config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", f"{name}.py")
   assert cli.main(["train", f"--config={config}", f"--workdir={workdir}", f"--config.data.source=npz:{npz}",
-                   *budgets]) == 0
+                   "--config.mesh.data=1", *budgets]) == 0
   assert cli.main(["export", f"--workdir={workdir}", f"--out={bundle}"]) == 0
   assert cli.main(["sample", f"--sampler={bundle}", "--num=64", f"--out={out}", "--steps=1"]) == 0
   assert samplers.load(bundle).nfe(1) == 1
