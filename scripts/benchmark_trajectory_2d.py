@@ -9,10 +9,11 @@ Per toy, from two teachers trained once (the flow-matching teacher of configs/to
 own 100-step samples); progressive distillation (configs/toy2d_progressive.py, rounds 64 -> 1, the 4-, 2- and 1-step
 rounds' students); consistency distillation and iCT (configs/toy2d_consistency.py, mode distillation / training) at
 1, 2, 4 steps; BOOT (configs/toy2d_boot.py); the reflow one-step student (configs/toy2d_reflow.py) and SiD
-(configs/toy2d_sid.py). Every method runs its config's default budget. Quality: energy distance and SW2 to fresh
-data, n = --num, mean +- sd over the --sets sample sets. Training cost: the sum over a method's stages (pairs
-included) of steps x seconds per step (timed on each stage's config after compilation, evaluation excluded), in
-units of the flow teacher's seconds per training step; AutoDiffusion's is its search's wall clock in the same units.
+(configs/toy2d_sid.py, which exports its best checkpoint by in-training energy, not its last). Every method runs
+its config's default budget. Quality: energy distance and SW2 to fresh data, n = --num, mean +- sd over the --sets
+sample sets. Training cost: the sum over a method's stages (pairs included) of steps x seconds per step (timed on
+each stage's config after compilation, evaluation excluded), in units of the flow teacher's seconds per training
+step; AutoDiffusion's is its search's wall clock in the same units.
 Throughput: samples per second at that step count (20k samples, after a warm-up). Runs resume
 (<out>/trajectory_2d/<toy>/<method>); writes <out>/trajectory_2d.json and .md and appends to
 docs/results/trajectory.md.
@@ -149,14 +150,15 @@ def main():
     for method, module in (("reflow", toy2d_reflow), ("sid", toy2d_sid)):
       if method in methods:
         workdir = trained(module, os.path.join(root, method), source, flow_dir)
-        label = {"reflow": "reflow (2-RF, one-step distillation)", "sid": "SiD (last step)"}[method]
+        label = {"reflow": "reflow (2-RF, one-step distillation)",
+                 "sid": "SiD (best checkpoint by in-training energy)"}[method]
         add(label, api.load(os.path.join(workdir, "distill", "export")), (1,), training_seconds(workdir))
     results[toy] = {"rows": rows, "teacher_seconds_per_step": teacher_step}
 
   machine = benchmarking.machine_info()
   lines = [benchmarking.machine_line(machine) + f". Energy distance and SW2 to fresh data, n = {args.num}, mean +- sd "
-           f"over sample sets {sets}; every method at its config's default budget, judged at its exported (last) "
-           "step. Cost: training seconds (steps x timed seconds per step, pairs' wall clock included; "
+           f"over sample sets {sets}; every method at its config's default budget, judged at its exported checkpoint "
+           "(the last step; SiD: its best by in-training energy). Cost: training seconds (steps x timed seconds per step, pairs' wall clock included; "
            "AutoDiffusion: its search's wall clock) over the flow teacher's seconds per training step.", ""]
   for toy, r in results.items():
     lines += [f"### toy:{toy} (teacher step {1e3 * r['teacher_seconds_per_step']:.2f} ms)", "",
