@@ -15,7 +15,7 @@ sample sets. Training cost: the sum over a method's stages (pairs included) of s
 each stage's config after compilation, evaluation excluded), in units of the flow teacher's seconds per training
 step; AutoDiffusion's is its search's wall clock in the same units.
 Throughput: samples per second at that step count (20k samples, after a warm-up). Runs resume
-(<out>/trajectory_2d/<toy>/<method>); writes <out>/trajectory_2d.json and .md and appends to
+(<out>/trajectory_2d/<toy>/<method>, scored rows cached in <out>/trajectory_2d/<toy>/rows.json); writes <out>/trajectory_2d.json and .md and appends to
 docs/results/trajectory.md.
 """
 
@@ -109,11 +109,18 @@ def main():
     flow_teacher = api.load(os.path.join(flow_dir, "export"))
     rows = []
 
+    cache_path = os.path.join(root, "rows.json")  # scored rows, so that a resumed run does not score them again
+    cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
+
     def add(method: str, sampler, steps_list, cost_seconds: float):
       for steps in steps_list:
-        score = benchmarking.energy_over_sets(sampler, source, args.num, steps, sets)
-        rows.append(dict(method=method, **score, cost=cost_seconds / teacher_step,
-                         samples_per_sec=benchmarking.sampling_rate(sampler, steps)))
+        key = f"{method}|{steps}|{args.num}|{args.sets}|{sampler.meta['checksum']}"
+        if key not in cache:
+          cache[key] = dict(**benchmarking.energy_over_sets(sampler, source, args.num, steps, sets),
+                            samples_per_sec=benchmarking.sampling_rate(sampler, steps))
+          json.dump(cache, open(cache_path, "w"))
+        score = cache[key]
+        rows.append(dict(method=method, **score, cost=cost_seconds / teacher_step))
         print(f"{toy} {method} {steps} steps: energy {score['energy']:.4g} +- {score['energy_std']:.2g}", flush=True)
 
     if "teacher" in methods:
