@@ -299,7 +299,8 @@ def progressive_pipeline(teacher: ml_collections.ConfigDict, teacher_steps: int,
   while n >= 1:
     name = f"pd{n}"
     round_config = progressive_stage(copy.deepcopy(teacher), n, num_steps, learning_rate)
-    stages[name] = train_stage(round_config, teacher_stage=previous, init_stage="" if previous == "teacher" else previous)
+    init = "" if previous == "teacher" else previous  # round 1 starts from the teacher's weights (objective.init)
+    stages[name] = train_stage(round_config, teacher_stage=previous, init_stage=init)
     previous, n = name, n // 2
   return pipeline(stages, data_source)
 

@@ -22,7 +22,8 @@ import ml_collections
 import numpy as np
 
 import samplers
-from distill import autodiffusion as autodiffusion_lib, boss as boss_lib, data as data_lib, pairs as pairs_lib, pipeline, run
+from distill import autodiffusion as autodiffusion_lib, boss as boss_lib, data as data_lib, pairs as pairs_lib
+from distill import pipeline, run
 from distill.errors import UserError
 from distill.evaluation import features as features_lib, fid as fid_lib
 from distill.evaluation import save_curve, save_image_grid, save_scatter, two_sample_report

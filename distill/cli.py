@@ -295,7 +295,8 @@ def cmd_autodiffusion(argv):
 
 
 COMMANDS = {"train": cmd_train, "export": cmd_export, "sample": cmd_sample, "eval": cmd_eval, "pairs": cmd_pairs,
-            "boss": cmd_boss, "autodiffusion": cmd_autodiffusion, "fid": cli_fid.cmd_fid, "train-classifier": cli_fid.cmd_train_classifier,
+            "boss": cmd_boss, "autodiffusion": cmd_autodiffusion, "fid": cli_fid.cmd_fid,
+            "train-classifier": cli_fid.cmd_train_classifier,
             "lpips-weights": cli_fid.cmd_lpips_weights, "quickstart": cmd_quickstart}
 
 

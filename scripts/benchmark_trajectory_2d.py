@@ -15,8 +15,8 @@ sample sets. Training cost: the sum over a method's stages (pairs included) of s
 each stage's config after compilation, evaluation excluded), in units of the flow teacher's seconds per training
 step; AutoDiffusion's is its search's wall clock in the same units.
 Throughput: samples per second at that step count (20k samples, after a warm-up). Runs resume
-(<out>/trajectory_2d/<toy>/<method>, scored rows cached in <out>/trajectory_2d/<toy>/rows.json); writes <out>/trajectory_2d.json and .md and appends to
-docs/results/trajectory.md.
+(<out>/trajectory_2d/<toy>/<method>, scored rows cached in <out>/trajectory_2d/<toy>/rows.json); writes
+<out>/trajectory_2d.json and .md and appends to docs/results/trajectory.md.
 """
 
 from __future__ import annotations
@@ -165,7 +165,8 @@ def main():
   machine = benchmarking.machine_info()
   lines = [benchmarking.machine_line(machine) + f". Energy distance and SW2 to fresh data, n = {args.num}, mean +- sd "
            f"over sample sets {sets}; every method at its config's default budget, judged at its exported checkpoint "
-           "(the last step; SiD: its best by in-training energy). Cost: training seconds (steps x timed seconds per step, pairs' wall clock included; "
+           "(the last step; SiD: its best by in-training energy). Cost: training seconds (steps x timed seconds per "
+           "step, pairs' wall clock included; "
            "AutoDiffusion: its search's wall clock) over the flow teacher's seconds per training step.", ""]
   for toy, r in results.items():
     lines += [f"### toy:{toy} (teacher step {1e3 * r['teacher_seconds_per_step']:.2f} ms)", "",
