@@ -19,7 +19,8 @@ Curricula over the training step k of K = curriculum_steps:
 Index sampling 'uniform' (n ~ U{0..N-2}) or 'lognormal' (iCT: p(n) proportional to erf((ln sigma_n - P_mean) /
 (sqrt 2 P_std)) - erf((ln sigma_{n+1} - P_mean) / (sqrt 2 P_std))); weighting 'uniform' (lambda = 1) or 'ict'
 (lambda = 1 / (sigma_n - sigma_{n+1})); distances of objectives/reflow.py (l2, pseudo_huber, lpips). One-step
-sampling: f(sigma_max z; sigma_max); multistep alternates f and re-noising (samplers/student.py).
+sampling: f(sigma_max z; sigma_max); multistep alternates f and re-noising to the next level as x0 + sigma n
+(samplers/student.py; CM re-noises by sqrt(sigma^2 - sigma_min^2), 2e-5 relative at the levels used, sigma >= 0.3).
 """
 
 from __future__ import annotations
