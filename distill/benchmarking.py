@@ -64,6 +64,36 @@ def training_step_seconds(config, steps: int = 50) -> float:
   return time_training_steps(built.trainer, built.source, built.mesh, config.data.batch_size, steps)[1]
 
 
+def stage_step_seconds(workdir: str) -> float:
+  """Seconds per training step of a train workdir's config (training_step_seconds), cached in
+  WORKDIR/step_seconds.json."""
+  import ml_collections
+
+  from distill import checkpointing
+
+  cache = os.path.join(workdir, "step_seconds.json")
+  if not os.path.exists(cache):
+    config = ml_collections.ConfigDict(checkpointing.read_config(workdir))
+    with open(cache, "w") as f:
+      json.dump({"seconds": training_step_seconds(config)}, f)
+  with open(cache) as f:
+    return json.load(f)["seconds"]
+
+
+def pipeline_training_seconds(workdir: str) -> float:
+  """A pipeline's training cost in seconds: per train stage its steps x seconds per step, plus pairs stages' wall
+  clock, from WORKDIR/pipeline.json (an external teacher costs nothing here)."""
+  with open(os.path.join(workdir, "pipeline.json")) as f:
+    records = json.load(f)
+  total = 0.0
+  for record in records.values():
+    if record.get("kind") == "train":
+      total += record["steps"] * stage_step_seconds(record["workdir"])
+    elif record.get("kind") == "pairs":
+      total += record.get("seconds", 0.0)
+  return total
+
+
 def energy_over_sets(sampler, source: str, num: int, steps: int, seeds) -> dict:
   """A 2-D model's energy distance and SW2 to fresh data of `source` (and the data-vs-data floors): mean and sample
   standard deviation over one sample set of `num` points per seed, plus the per-set energies for paired ratios."""

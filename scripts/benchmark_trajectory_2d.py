@@ -43,33 +43,6 @@ def parse():
   return p.parse_args()
 
 
-def seconds_per_step(workdir: str) -> float:
-  """Seconds per training step of a train workdir's config (benchmarking.training_step_seconds), cached in
-  WORKDIR/step_seconds.json."""
-  import ml_collections
-
-  from distill import benchmarking, checkpointing
-
-  cache = os.path.join(workdir, "step_seconds.json")
-  if not os.path.exists(cache):
-    config = ml_collections.ConfigDict(checkpointing.read_config(workdir))
-    json.dump({"seconds": benchmarking.training_step_seconds(config)}, open(cache, "w"))
-  return json.load(open(cache))["seconds"]
-
-
-def training_seconds(workdir: str) -> float:
-  """A pipeline's training cost in seconds: per train stage its steps x seconds per step, plus pairs stages' wall
-  clock, from WORKDIR/pipeline.json (an external teacher costs nothing here)."""
-  records = json.load(open(os.path.join(workdir, "pipeline.json")))
-  total = 0.0
-  for record in records.values():
-    if record.get("kind") == "train":
-      total += record["steps"] * seconds_per_step(record["workdir"])
-    elif record.get("kind") == "pairs":
-      total += record.get("seconds", 0.0)
-  return total
-
-
 def trained(config_module, workdir: str, source: str, teacher_workdir: str, variant: str = ""):
   """Run a pipeline config (its teacher replaced by `teacher_workdir`) and return its workdir."""
   from distill import api
@@ -105,7 +78,7 @@ def main():
       api.train(config, workdir)
       if not os.path.exists(os.path.join(workdir, "export")):
         api.export(workdir)
-    teacher_step = seconds_per_step(flow_dir)
+    teacher_step = benchmarking.stage_step_seconds(flow_dir)
     flow_teacher = api.load(os.path.join(flow_dir, "export"))
     rows = []
 
@@ -140,7 +113,7 @@ def main():
       cost = 0.0
       for n in (32, 16, 8, 4, 2, 1):
         record = records[f"pd{n}"]
-        cost += record["steps"] * seconds_per_step(record["workdir"])
+        cost += record["steps"] * benchmarking.stage_step_seconds(record["workdir"])
         if n in (4, 2, 1):  # each round's cost includes the rounds before it
           add(f"progressive distillation (round to {n})", api.load(record["bundle"]), (n,), cost)
     if "consistency" in methods or "ict" in methods:
@@ -153,13 +126,15 @@ def main():
       if method in methods:
         workdir = trained(module, os.path.join(root, method), source, edm_dir, variant)
         label = {"consistency": "consistency distillation", "ict": "consistency training (iCT)", "boot": "BOOT"}[method]
-        add(label, api.load(os.path.join(workdir, "distill", "export")), steps, training_seconds(workdir))
+        add(label, api.load(os.path.join(workdir, "distill", "export")), steps,
+            benchmarking.pipeline_training_seconds(workdir))
     for method, module in (("reflow", toy2d_reflow), ("sid", toy2d_sid)):
       if method in methods:
         workdir = trained(module, os.path.join(root, method), source, flow_dir)
         label = {"reflow": "reflow (2-RF, one-step distillation)",
                  "sid": "SiD (best checkpoint by in-training energy)"}[method]
-        add(label, api.load(os.path.join(workdir, "distill", "export")), (1,), training_seconds(workdir))
+        add(label, api.load(os.path.join(workdir, "distill", "export")), (1,),
+            benchmarking.pipeline_training_seconds(workdir))
     results[toy] = {"rows": rows, "teacher_seconds_per_step": teacher_step}
 
   machine = benchmarking.machine_info()
