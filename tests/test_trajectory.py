@@ -285,3 +285,34 @@ def test_toy2d_trajectory_contract(name, tmp_path):
   assert samplers.load(bundle).nfe(1) == 1
   with np.load(out) as f:
     assert f["samples"].shape == (64, 2) and np.all(np.isfinite(f["samples"]))
+
+
+@pytest.mark.parametrize("name", ["toy2d_consistency", "toy2d_progressive", "toy2d_boot", "mnist_consistency",
+                                  "mnist_progressive", "mnist_boot"])
+def test_trajectory_configs_build_their_objectives_and_sample_in_one_step(name):
+  """Every stage after the teacher builds its objective from the config alone (no unknown keys, the student's
+  parameterisation and initialisation match its teacher), and the last stage's sampler takes one network evaluation
+  at --steps 1."""
+  import importlib
+  import types
+
+  from distill import objectives
+  from distill.data import DataSpec
+  from distill.networks import network_from_config
+  from distill.pipeline_config import validate
+  from samplers.generator import Generator
+
+  config = importlib.import_module(f"configs.{name}").get_config()
+  validate(config)
+  spec = DataSpec("points", (2,), 0, (-10.0, 10.0)) if name.startswith("toy2d") else DataSpec(
+      "images", (28, 28, 1), 0, (-1.0, 1.0))
+  stages = [config.stages[s] for s in config.pipeline.stages]
+  teacher_config = stages[0].config
+  teacher = types.SimpleNamespace(
+      network=network_from_config(teacher_config.model, teacher_config.parameterization, spec), bundle_meta={})
+  for stage in stages[1:]:
+    objective = objectives.build(stage.config, spec, teacher)
+    assert type(objective).__name__ == {"consistency": "Consistency", "progressive": "ProgressiveDistillation",
+                                        "boot": "Boot"}[stage.config.objective.name]
+  network = objective.groups[objective.sample_group].network
+  assert Generator(network, spec.shape, stages[-1].config.sampler).nfe(1) == 1
