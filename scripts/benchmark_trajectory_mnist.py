@@ -49,7 +49,8 @@ def main():
                                           os.path.join(args.out, "classifier_fid_rows.json"))
   flow_dir = args.teacher_workdir or os.path.join(root, "teacher")
   edm_dir = os.path.join(root, "edm_teacher")
-  for module, workdir in ((mnist_teacher, flow_dir), (mnist_edm_teacher, edm_dir)):
+  trained_here = [(mnist_edm_teacher, edm_dir)] + ([] if args.teacher_workdir else [(mnist_teacher, flow_dir)])
+  for module, workdir in trained_here:
     config = module.get_config()
     config.data.source = args.data
     api.train(config, workdir)
