@@ -15,6 +15,9 @@ Evolution: an initial population of `population` = the uniform path, floor(P/2) 
 of the uniform path; per epoch the best `top_k` so far breed `mutation_num` mutants (each gene replaced with
 probability `m_prob` by an unused node) and `crossover_num` uniform crossovers, and random candidates refill the
 population. The best candidate ever evaluated is returned (the uniform path is one, so it is never worse).
+
+Reference (spec §6): ADM-G on ImageNet-64 at 4 steps, FID 17.86 with the searched steps against 138.66 with uniform
+DDIM steps. Here: scripts/benchmark_trajectory_2d.py and benchmark_trajectory_mnist.py (docs/results/trajectory.md).
 """
 
 from __future__ import annotations
