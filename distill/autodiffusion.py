@@ -22,7 +22,6 @@ DDIM steps. Here: scripts/benchmark_trajectory_2d.py and benchmark_trajectory_mn
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Callable
 
@@ -164,7 +163,7 @@ def export_autodiffusion_sampler(bundle: str, out_json: str, out_bundle: str | N
   """Search the K-step grid of an exported model, write it as JSON and (optionally) as a copy of the bundle that
   samples on it with its own solver. Returns the record."""
   import samplers
-  from distill.data import DataSpec
+  from distill.boss import save_grid
   from samplers.generator import sigma_grid
 
   model = samplers.load(bundle)
@@ -175,13 +174,6 @@ def export_autodiffusion_sampler(bundle: str, out_json: str, out_bundle: str | N
                 reference=reference or f"the model at {fine_steps} steps", solver=model.meta["sampler"]["solver"],
                 fine_sigmas=fine_sigmas.tolist(), sigmas=fine_sigmas[record["nodes"]].tolist(),
                 bundle=os.path.abspath(bundle), checksum=model.meta["checksum"])
-  os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
-  with open(out_json, "w") as f:
-    json.dump(record, f, indent=2)
-  if out_bundle:
-    data = model.meta["data"]
-    spec = DataSpec(data["kind"], tuple(data["shape"]), data["num_classes"], tuple(data["data_range"]))
-    sampler = {**model.meta["sampler"], "grid": "explicit", "sigmas": record["sigmas"], "steps": num_steps}
-    samplers.export_bundle(out_bundle, model.network, model.params, sampler_config=sampler, data_spec=spec,
-                           provenance={**model.meta.get("provenance", {}), "autodiffusion_grid": out_json})
+  sampler = {**model.meta["sampler"], "grid": "explicit", "sigmas": record["sigmas"], "steps": num_steps}
+  save_grid(record, out_json, model, out_bundle, sampler, "autodiffusion_grid")
   return record

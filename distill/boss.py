@@ -56,7 +56,6 @@ def export_bellman_sampler(bundle: str, out_json: str, out_bundle: str | None, n
   """Compute the Bellman grid of an exported model, write it as JSON and (optionally) as a copy of the bundle that
   samples with Euler on it. Returns the grid."""
   import samplers
-  from distill.data import DataSpec
 
   model = samplers.load(bundle)
   if model.kind != "points" and kwargs.get("num_samples", 100) > 1000:
@@ -65,12 +64,21 @@ def export_bellman_sampler(bundle: str, out_json: str, out_bundle: str | None, n
   grid = bellman_grid(velocity, model.shape, num_steps, **kwargs)
   grid["bundle"] = os.path.abspath(bundle)
   grid["checksum"] = model.meta["checksum"]
+  save_grid(grid, out_json, model, out_bundle, sampler_config(grid), "bellman_grid")
+  return grid
+
+
+def save_grid(record: dict, out_json: str, model, out_bundle: str | None, sampler: dict, provenance_key: str) -> None:
+  """Write a searched sampler grid's record as JSON and, with `out_bundle`, a copy of the loaded bundle `model` that
+  samples with `sampler`, its provenance naming the JSON under `provenance_key` (BOSS and AutoDiffusion)."""
+  import samplers
+  from distill.data import DataSpec
+
   os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
   with open(out_json, "w") as f:
-    json.dump(grid, f, indent=2)
+    json.dump(record, f, indent=2)
   if out_bundle:
     data = model.meta["data"]
     spec = DataSpec(data["kind"], tuple(data["shape"]), data["num_classes"], tuple(data["data_range"]))
-    samplers.export_bundle(out_bundle, model.network, model.params, sampler_config=sampler_config(grid),
-                           data_spec=spec, provenance={**model.meta.get("provenance", {}), "bellman_grid": out_json})
-  return grid
+    samplers.export_bundle(out_bundle, model.network, model.params, sampler_config=sampler, data_spec=spec,
+                           provenance={**model.meta.get("provenance", {}), provenance_key: out_json})

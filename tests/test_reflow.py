@@ -20,7 +20,7 @@ from distill.objectives import reflow
 from distill.analytic import empirical_denoiser, gaussian_mixture_denoiser
 from distill.evaluation.straightness import straightness
 from distill.teacher import Teacher, load_teacher
-from flow_stubs import ConstantFlow
+from flow_stubs import AnalyticNetwork, ConstantFlow
 
 
 @pytest.fixture(scope="module")
@@ -188,27 +188,12 @@ def test_pipeline_in_one_command_resumes_and_exports_a_one_step_student(tmp_path
   assert not os.path.exists(os.path.join(reuse, "teacher"))
 
 
-class _AnalyticNetwork:
-  """An exact denoiser in the place of a trained network (no parameters)."""
-
-  model_kwargs = {}
-
-  def __init__(self, denoise):
-    self._denoise = denoise
-
-  def denoise(self, params, x, sigma, cond=None, **kwargs):
-    del params, kwargs
-    return self._denoise(x, sigma, cond)
-
-  def velocity(self, params, x_rf, t, cond=None, **kwargs):
-    del params, kwargs
-    return samplers.rf_velocity(self._denoise, cond)(x_rf, t)
 
 
 def analytic_teacher(denoise, name: str, sampler: dict) -> Teacher:
   meta = {"checksum": name, "sampler": sampler, "model": {"name": name}, "parameterization": {},
           "data": {"kind": "points", "shape": [2], "num_classes": 0, "data_range": [-4.0, 4.0]}}
-  return Teacher(network=_AnalyticNetwork(denoise), params={}, bundle_meta=meta)
+  return Teacher(network=AnalyticNetwork(denoise), params={}, bundle_meta=meta)
 
 
 RK45 = {"solver": "rk45", "grid": "edm", "steps": 2, "sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0}

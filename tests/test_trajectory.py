@@ -18,19 +18,7 @@ from distill.networks import Network
 from distill.objectives.boot import Boot, bootstrap_target, signal
 from distill.objectives.consistency import Consistency, index_logits, karras_level, num_scales, target_rate
 from distill.objectives.progressive import ProgressiveDistillation, ddim_step, ddim_target
-
-
-class AnalyticTeacher:
-  """A 'network' with an exact denoiser (distill/analytic.py)."""
-
-  model_kwargs = {}
-
-  def __init__(self, denoise):
-    self._denoise = denoise
-
-  def denoise(self, params, x, sigma, cond=None, **kwargs):
-    del params, kwargs
-    return self._denoise(x, sigma, cond)
+from flow_stubs import AnalyticNetwork
 
 
 def mlp(parameterization: dict) -> Network:
@@ -95,7 +83,7 @@ def test_ict_lognormal_pair_distribution_is_the_lognormal_mass_between_adjacent_
 @pytest.mark.parametrize("solver,order", [("euler", 1), ("heun", 2)])
 def test_consistency_distillation_teacher_step_converges_at_the_solver_order(solver, order):
   mu, std = 0.3, 0.7
-  objective = Consistency(groups={}, teacher_network=AnalyticTeacher(analytic.gaussian_denoiser(mu, std)),
+  objective = Consistency(groups={}, teacher_network=AnalyticNetwork(analytic.gaussian_denoiser(mu, std)),
                           teacher_solver=solver, curriculum="fixed", index_sampling="uniform", weighting="uniform",
                           distance="l2")
   x = np.linspace(-4.0, 4.0, 9, dtype=np.float64)[:, None]
@@ -141,7 +129,7 @@ def two_ddim_steps_closed_form(z, sigmas, mu, std):
 
 def test_progressive_target_makes_one_student_step_equal_two_teacher_ddim_steps_on_a_gaussian():
   mu, std = np.array([0.5, -1.0]), 0.8
-  objective = ProgressiveDistillation(groups={}, teacher_network=AnalyticTeacher(analytic.gaussian_denoiser(mu, std)),
+  objective = ProgressiveDistillation(groups={}, teacher_network=AnalyticNetwork(analytic.gaussian_denoiser(mu, std)),
                                       student_steps=4)
   student_grid, teacher_grid = objective.grids()
   np.testing.assert_allclose(teacher_grid[::2], student_grid, rtol=1e-6)
@@ -159,7 +147,7 @@ def test_progressive_target_makes_one_student_step_equal_two_teacher_ddim_steps_
 @pytest.mark.parametrize("student_steps", [1, 2, 8])
 def test_progressive_target_is_the_point_for_a_single_point_dataset(student_steps):
   point = np.array([0.7, -0.2])
-  objective = ProgressiveDistillation(groups={}, teacher_network=AnalyticTeacher(
+  objective = ProgressiveDistillation(groups={}, teacher_network=AnalyticNetwork(
       analytic.empirical_denoiser(point[None])), student_steps=student_steps)
   student_grid, teacher_grid = objective.grids()
   z = jnp.asarray(np.random.default_rng(1).normal(size=(8, 2)) * 3.0, jnp.float32)
@@ -181,13 +169,13 @@ def test_boot_bootstrap_target_is_exact_for_a_point_mass_and_second_order_for_a_
   eps = np.random.default_rng(2).normal(size=(32, 1))
   with jax.enable_x64(True):
     # A point mass (std = 0): the teacher's DDIM step is exact, so is the bootstrapped signal, for any step size.
-    point = AnalyticTeacher(analytic.gaussian_denoiser(0.4, 0.0)).denoise
+    point = AnalyticNetwork(analytic.gaussian_denoiser(0.4, 0.0)).denoise
     y = exact_signal(eps, 20.0, 5.0, 0.4, 0.0)
     target, delta = bootstrap_target(lambda x, s: point(None, x, s), jnp.asarray(y), jnp.asarray(eps), 5.0, 0.5)
     np.testing.assert_allclose(target, exact_signal(eps, 20.0, 0.5, 0.4, 0.0), atol=1e-12)
     np.testing.assert_allclose(delta, 0.9)
     # A Gaussian: one bootstrapped step from the exact signal is off by O(h^2).
-    gauss = AnalyticTeacher(analytic.gaussian_denoiser(0.4, 0.6)).denoise
+    gauss = AnalyticNetwork(analytic.gaussian_denoiser(0.4, 0.6)).denoise
     errors = []
     for h in (0.2, 0.1, 0.05):
       y = exact_signal(eps, 20.0, 1.0, 0.4, 0.6)
@@ -215,7 +203,7 @@ def test_boot_loss_vanishes_at_the_exact_signal_of_a_point_mass():
     def raw(self, params, x_in, c_noise, cond=None, **kwargs):
       return jnp.broadcast_to(jnp.asarray([0.4, -0.3]), x_in.shape)
 
-  objective = Boot(groups={"model": type("G", (), {"network": PointStudent()})}, teacher_network=AnalyticTeacher(
+  objective = Boot(groups={"model": type("G", (), {"network": PointStudent()})}, teacher_network=AnalyticNetwork(
       analytic.empirical_denoiser(np.array([[0.4, -0.3]]))), levels=8, sigma_max=20.0)
   loss, metrics = objective.loss("model", {"model": None}, {}, None, {"x": jnp.zeros((64, 2))}, jax.random.key(0), 0)
   assert float(loss) < 1e-10 and float(metrics["boundary"]) < 1e-10
