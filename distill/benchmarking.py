@@ -72,12 +72,16 @@ def stage_step_seconds(workdir: str) -> float:
   from distill import checkpointing
 
   cache = os.path.join(workdir, "step_seconds.json")
-  if not os.path.exists(cache):
-    config = ml_collections.ConfigDict(checkpointing.read_config(workdir))
-    with open(cache, "w") as f:
-      json.dump({"seconds": training_step_seconds(config)}, f)
-  with open(cache) as f:
-    return json.load(f)["seconds"]
+  try:
+    with open(cache) as f:
+      return float(json.load(f)["seconds"])
+  except (OSError, ValueError, KeyError):  # absent, or left empty by an interrupted run: time it (again)
+    pass
+  seconds = training_step_seconds(ml_collections.ConfigDict(checkpointing.read_config(workdir)))
+  with open(cache + ".tmp", "w") as f:
+    json.dump({"seconds": seconds}, f)
+  os.replace(cache + ".tmp", cache)
+  return seconds
 
 
 def pipeline_training_seconds(workdir: str) -> float:

@@ -69,6 +69,9 @@ def build_run(config) -> Run:
   objective = objectives.build(config, source.spec, teacher, router=router)
   if config.data.batch_size % mesh.size:
     raise UserError(f"data.batch_size={config.data.batch_size} must be divisible by the {mesh.size} devices of the mesh")
+  if hasattr(objective, "restoration_sampler") and (config.train.eval_every or config.eval.fid_every):
+    raise UserError("in-training evaluation samples from noise; a restoration model (OFTSR) restores degraded "
+                    "inputs instead: set train.eval_every=0 and eval.fid_every=0 and score it with `distill restore`")
   trainer = Trainer(objective, mesh, config.sharding.rules, config.ema, config.seed, teacher)
   network = objective.groups[objective.sample_group].network
   generator = Generator(network, source.spec.shape, sampler_config(config), mesh=mesh)  # the training devices
@@ -137,6 +140,8 @@ def train(config, workdir: str, overwrite: bool = False) -> TrainState:
     for step in range(start, tc.num_steps):
       local = run.source.local_batch(step, config.data.batch_size, jax.process_index(), jax.process_count())
       state, metrics = run.trainer.step(state, teacher_params, sharding_lib.global_batch(local, run.mesh))
+      if pending:  # at most two steps in flight: XLA:CPU's collectives can deadlock under a deep dispatch queue
+        jax.block_until_ready(pending[-1])
       pending.append(metrics)
       done = step + 1
       report_progress(done)
