@@ -319,3 +319,35 @@ def boot_stage(teacher: ml_collections.ConfigDict, num_steps: int, learning_rate
   c.train.update(num_steps=num_steps, eval_every=num_steps)
   c.sampler.update(solver="student", grid="schedule", sigmas=(sigma_max,), steps=1)
   return c
+
+
+# ----- restoration (OFTSR, spec reflow_trajectory_family.md §5) ----------------------------------------------------
+
+
+def restoration_teacher(c: ml_collections.ConfigDict, operator: str, sigma_y: float, sigma_p: float,
+                        steps: int) -> ml_collections.ConfigDict:
+  """Turn a flow teacher's config into a noise-augmented conditional restoration flow (distill/restoration.py): the
+  network sees the lifted measurement as extra input channels, and the bundle restores with `steps` Euler steps.
+  In-training sampling from noise does not apply (evaluate with `distill restore`)."""
+  c.model.source_conditional = True
+  c.objective = ml_collections.ConfigDict(dict(name="restoration_flow", degradation=ml_collections.ConfigDict(
+      dict(operator=operator, sigma_y=sigma_y, sigma_p=sigma_p))))
+  c.train.eval_every = 0
+  c.sampler.update(solver="euler", grid="uniform_t", steps=steps)
+  return c
+
+
+def oftsr_stage(teacher: ml_collections.ConfigDict, num_steps: int, learning_rate: float,
+                **objective) -> ml_collections.ConfigDict:
+  """The OFTSR student of a restoration teacher's config: initialised from the teacher, the official loss weights
+  and time range (distill/objectives/restoration.py), Adam at a constant rate after a warm-up, EMA 0.999."""
+  c = teacher
+  c.objective = ml_collections.ConfigDict(dict(
+      name="oftsr", t_min=0.01, t_max=0.99, t_step=0.05, rk2_r=0.5, distil_weight=1.0, boundary_weight=0.1,
+      align_weight=0.01, init="teacher") | objective)
+  c.optim.update(learning_rate=learning_rate, warmup_steps=min(500, num_steps // 10), schedule="constant",
+                 decay_steps=0)
+  c.ema.update(decay=0.999, warmup=True)
+  c.train.update(num_steps=num_steps, eval_every=0)
+  c.sampler.update(steps=1)
+  return c

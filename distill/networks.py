@@ -156,13 +156,21 @@ class Network:
 def network_from_config(model_config, parameterization, data_spec) -> Network:
   """Network for a data source: fills in the data-dependent model arguments (dim, resolution, channels, classes).
 
-  `model_config.conditional` (default False) makes the network class-conditional on the data's labels.
+  `model_config.conditional` (default False) makes the network class-conditional on the data's labels;
+  `model_config.source_conditional` (default False) conditions it on a source shaped like the data (image
+  restoration: the degraded input, concatenated as extra channels; distill/restoration.py).
   """
   model = dict(model_config)
   conditional = bool(model.pop("conditional", False))
+  source_conditional = bool(model.pop("source_conditional", False))
   if conditional and not data_spec.num_classes:
     raise ValueError("model.conditional=True but the data source has no labels")
+  if conditional and source_conditional:
+    raise ValueError("model.conditional and model.source_conditional cannot both be set (the condition input is "
+                     "either class labels or a source)")
   derived = {"num_classes": data_spec.num_classes if conditional else 0}
+  if source_conditional:  # absent otherwise, so that networks (and bundles) without a source compare as before
+    derived["source_channels"] = data_spec.shape[-1]
   if model["name"] == "mlp":
     if data_spec.kind != "points":
       raise ValueError(f"model 'mlp' needs point data, the data source gives {data_spec.kind}")

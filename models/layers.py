@@ -80,6 +80,18 @@ def dropout(x: jax.Array, rate: float, rng: jax.Array | None, train: bool) -> ja
   return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
+def with_source(x_in: jax.Array, cond, source_channels: int):
+  """(network input, labels) of a model's forward: a source-conditioned model (source_channels > 0, image
+  restoration) takes `cond` as the source, shaped like x_in with source_channels last-axis channels, concatenated
+  to x_in, and has no labels; any other model passes x_in through and `cond` on as its labels."""
+  if not source_channels:
+    return x_in, cond
+  if cond is None or cond.shape[:-1] != x_in.shape[:-1] or cond.shape[-1] != source_channels:
+    raise ValueError(f"this model is source-conditioned: pass the source, shaped {x_in.shape[:-1]} x "
+                     f"{source_channels}, as cond (got {None if cond is None else cond.shape})")
+  return jnp.concatenate([x_in, cond.astype(x_in.dtype)], axis=-1), None
+
+
 class NoiseEmbedding(nnx.Module):
   """c_noise (and optional label) -> conditioning vector: sinusoidal -> dense -> SiLU -> dense (+ label emb)."""
 

@@ -59,18 +59,21 @@ class UNet(nnx.Module):
   """F(x_in, c_noise, labels) -> (B, H, W, C_out).
 
   x_in: (B, H, W, C) float; c_noise: (B,); labels: (B,) int32 in [0, num_classes] (num_classes = null label for
-  classifier-free guidance) or None for an unconditional model. Resolutions must divide by 2**(levels-1).
+  classifier-free guidance) or None for an unconditional model; for a source-conditioned model (source_channels >
+  0) the (B, H, W, source_channels) source instead, concatenated to x_in as extra input channels
+  (layers.with_source). Resolutions must divide by 2**(levels-1).
   """
 
   def __init__(self, resolution: int = 28, in_channels: int = 1, channels: tuple[int, ...] = (32, 64, 64),
                num_blocks: int = 2, attn_resolutions: tuple[int, ...] = (), dropout: float = 0.0,
-               num_classes: int = 0, noise_scale: float = 1.0, *, rngs: nnx.Rngs):
+               num_classes: int = 0, noise_scale: float = 1.0, source_channels: int = 0, *, rngs: nnx.Rngs):
     channels = tuple(channels)
+    self.source_channels = source_channels
     attn_resolutions = tuple(attn_resolutions)
     emb_dim = 4 * channels[0]
     self.num_levels, self.num_blocks = len(channels), num_blocks
     self.embed = layers.NoiseEmbedding(channels[0], emb_dim, num_classes, noise_scale, rngs=rngs)
-    self.conv_in = layers.conv(in_channels, channels[0], rngs=rngs)
+    self.conv_in = layers.conv(in_channels + source_channels, channels[0], rngs=rngs)
 
     enc, enc_attn, skip_channels = [], [], [channels[0]]
     c_prev, res = channels[0], resolution
@@ -107,6 +110,7 @@ class UNet(nnx.Module):
     self.conv_out = layers.conv(c_prev, in_channels, rngs=rngs, init_scale=1e-5)
 
   def __call__(self, x_in, c_noise, labels=None, *, train: bool = False, rng=None):
+    x_in, labels = layers.with_source(x_in, labels, self.source_channels)
     emb = self.embed(c_noise, labels)
     keys = iter(jax.random.split(rng, len(self.enc) + len(self.dec) + 2)) if rng is not None else None
     next_key = lambda: None if keys is None else next(keys)
@@ -136,6 +140,7 @@ class UNet(nnx.Module):
   def features(self, x_in, c_noise, labels=None, names=()) -> dict:
     """The named activations {name: (B, H_l, W_l, C_l)} of an evaluation-mode forward of the encoder (and middle
     block) that stops at the deepest one."""
+    x_in, labels = layers.with_source(x_in, labels, self.source_channels)
     emb = self.embed(c_noise, labels)
     h = self.conv_in(x_in)
     out, level, blocks_done = {}, 0, 0

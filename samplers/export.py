@@ -3,7 +3,8 @@
 A bundle is a folder:
   sampler.json  model name and arguments, output parameterisation, sampler settings and default steps, data kind,
                 shape, value range and classes, NFE, the SHA-256 of the parameters, provenance; for K students
-                (distill/stacked.py) also 'multi_student': {'num_students': K, 'router': ...};
+                (distill/stacked.py) also 'multi_student': {'num_students': K, 'router': ...}; for a restoration
+                model (OFTSR) 'restoration': its degradation and sampler (samplers/restoration.py);
   params/       the (EMA) parameters as an orbax checkpoint of a plain nested dict (K students: stacked on a leading
                 axis, so the checksum covers every student).
 It is written to a temporary folder and renamed into place, so a bundle is either complete or absent.
@@ -30,6 +31,7 @@ from distill.networks import Network
 from distill.stacked import Router, StackedNetwork, is_stacked
 from samplers.generator import Generator
 from samplers.ode import SOLVERS
+from samplers.restoration import Restorer
 
 FORMAT_VERSION = 1
 META_FILE = "sampler.json"
@@ -47,8 +49,10 @@ def params_checksum(pure_params: dict) -> str:
   return h.hexdigest()
 
 
-def export_bundle(out: str, network, params, *, sampler_config: dict, data_spec, provenance: dict | None = None) -> dict:
-  """Write a bundle for `network` with parameters `params` (nnx.State); returns the metadata written."""
+def export_bundle(out: str, network, params, *, sampler_config: dict, data_spec, provenance: dict | None = None,
+                  restoration: dict | None = None) -> dict:
+  """Write a bundle for `network` with parameters `params` (nnx.State); returns the metadata written.
+  `restoration`: the degradation and sampler of a restoration model (samplers/restoration.py)."""
   pure = jax.tree.map(lambda a: np.asarray(jax.device_get(a)), nnx.to_pure_dict(params))
   generator = Generator(network, data_spec.shape, sampler_config)
   meta = {
@@ -63,6 +67,8 @@ def export_bundle(out: str, network, params, *, sampler_config: dict, data_spec,
       "checksum": params_checksum(pure),
       "provenance": provenance or {},
   }
+  if restoration:
+    meta["restoration"] = dict(restoration)
   if is_stacked(network):
     meta["multi_student"] = {"num_students": network.num_students, "router": network.router.to_dict()}
   with atomic_folder(out, prefix=".bundle-") as tmp:
@@ -100,7 +106,9 @@ def _json_default(o):
 
 class ExportedSampler:
   """A loaded bundle. `sample(key, num, steps=None, labels=None)` returns numpy samples in data range:
-  uint8 (num, H, W, C) images or float32 (num, D) points."""
+  uint8 (num, H, W, C) images or float32 (num, D) points. A restoration bundle instead restores:
+  `observe(key, x)` degrades clean samples, `restore(key, observed, steps=None, knob=None)` restores them (both in the
+  model's data space, images in [-1, 1]; samplers/restoration.py)."""
 
   def __init__(self, path: str, meta: dict, network, params):
     self.path, self.meta, self.network, self.params = path, meta, network, params
@@ -108,6 +116,7 @@ class ExportedSampler:
     self.kind = meta["data"]["kind"]
     self.default_steps = int(meta["default_steps"])
     self.generator = Generator(network, self.shape, meta["sampler"])
+    self.restorer = Restorer(network, meta["restoration"]) if "restoration" in meta else None
 
   @property
   def num_classes(self) -> int:
@@ -124,11 +133,31 @@ class ExportedSampler:
                       first_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(samples as `sample` returns them, the network evaluations each one used: int32 (num,)); the counts differ
     between samples only for the adaptive rk45 solver."""
+    if self.restorer is not None:
+      raise UserError(f"{self.path} is a restoration model: it restores degraded inputs (restore(key, observed), "
+                      "`distill restore`) rather than sampling from noise")
     x, _, nfe = self.generator.generate_with_noise(self.params, key, int(num), steps or self.default_steps, labels,
                                                     first_index)
     if self.kind == "images":
       return to_uint8(x), nfe
     return x.astype(np.float32), nfe
+
+  def observe(self, key, x, first_index: int = 0) -> np.ndarray:
+    """A restoration bundle's lifted measurements of clean samples x (data space)."""
+    return self._restorer().observe(key, x, first_index)
+
+  def restore(self, key, observed, steps: int | None = None, knob: float | None = None,
+              first_index: int = 0) -> np.ndarray:
+    """A restoration bundle's restorations of lifted measurements (data space); a teacher takes `steps` (default:
+    the bundle's), an OFTSR student one step at time `knob`."""
+    if self.restorer is not None and self.restorer.sampler == "flow":
+      steps = steps or self.default_steps
+    return self._restorer().restore(self.params, key, observed, steps, knob, first_index)
+
+  def _restorer(self):
+    if self.restorer is None:
+      raise UserError(f"{self.path} samples from noise; only a restoration model (OFTSR) restores")
+    return self.restorer
 
   def with_sampler(self, **overrides) -> "ExportedSampler":
     """The same network and parameters with sampler settings replaced, e.g. `with_sampler(solver="heun")` or

@@ -25,7 +25,8 @@ LAYERS = (
     ("networks", ("distill.networks", "distill.stacked", "distill.analytic", "distill.lpips_weights", "models")),
     ("configs", ("configs",)),
     ("foundations", ("distill", "distill.errors", "distill.diffusion", "distill.sharding", "distill.images",
-                     "distill.reporting", "distill.weights_file", "distill.pipeline_config", "distill.tree_masks")),
+                     "distill.reporting", "distill.weights_file", "distill.pipeline_config", "distill.tree_masks",
+                     "distill.restoration")),
 )
 
 

@@ -235,6 +235,41 @@ def _boot(config, data_spec, teacher):
               **_options(config, ("name", "init")))
 
 
+def _restoration_network(config, data_spec, method: str):
+  """A restoration network must be velocity-parameterised and conditioned on the source."""
+  _parameterization_named(config, "velocity", method)
+  if not config.model.get("source_conditional", False):
+    raise UserError(f"{method} conditions the network on the degraded input: set model.source_conditional=True")
+
+
+def _restoration_flow(config, data_spec, teacher):
+  from distill.objectives.restoration import RestorationFlowMatching
+  from distill.restoration import degradation_from_config
+
+  del teacher
+  _restoration_network(config, data_spec, "restoration flow matching")
+  try:
+    degradation = degradation_from_config(config.objective.degradation)
+    degradation.check_shape(data_spec.shape)
+  except (KeyError, ValueError) as e:
+    raise UserError(f"objective.degradation: {e}") from None
+  return RestorationFlowMatching(groups=_single_group(config, data_spec), degradation=degradation)
+
+
+def _oftsr(config, data_spec, teacher):
+  """The one-step student of a restoration teacher; the degradation is the teacher bundle's own."""
+  from distill.objectives.restoration import OFTSR
+  from distill.restoration import degradation_from_config
+
+  _restoration_network(config, data_spec, "OFTSR")
+  restoration = (teacher.bundle_meta.get("restoration") if teacher is not None else None)
+  if not restoration:
+    raise UserError("OFTSR distils a restoration teacher (objective 'restoration_flow'): set teacher.bundle or "
+                    "teacher.workdir to one")
+  return OFTSR(groups=_student_group(config, data_spec, teacher), teacher_network=teacher.network,
+               degradation=degradation_from_config(restoration), **_options(config, ("name", "init")))
+
+
 def _architecture_mismatch(net, teacher_net) -> str:
   """A readable list of how two networks differ ('' when they are the same)."""
   if net.same_architecture(teacher_net):
@@ -310,6 +345,8 @@ REGISTRY = {
     "consistency": _consistency,
     "progressive": _progressive,
     "boot": _boot,
+    "restoration_flow": _restoration_flow,
+    "oftsr": _oftsr,
 }
 
 

@@ -1,0 +1,23 @@
+"""MNIST 14x14 -> 28x28 super-resolution with OFTSR: a noise-augmented conditional flow teacher (2x2 average pooling,
+bicubic lift, sigma_p = 0.2; the MNIST teacher's U-Net with the lifted input as a second channel), then its one-step
+student with the fidelity-realism knob t.
+
+  distill train --config configs/mnist_oftsr.py --workdir W --config.data.source=npz:../shared/data/mnist10k.npz
+  distill restore --bundle W/export --data npz:../shared/data/mnist10k.npz --knob 0.99
+
+Budget: teacher 2000 x 64 images, student 1000 x 64 (about 1 hour on 2 CPU cores). Reference (spec §5): the paper's
+x4 SR numbers on FFHQ-256, DIV2K, ImageNet-256. Headline: not yet measured (scripts/benchmark_oftsr.py).
+"""
+
+from configs import common, mnist_teacher
+
+
+def get_config():
+  teacher = common.restoration_teacher(mnist_teacher.get_config(), "avgpool:2", sigma_y=0.0, sigma_p=0.2, steps=50)
+  student = common.oftsr_stage(common.restoration_teacher(mnist_teacher.get_config(), "avgpool:2", 0.0, 0.2, 50),
+                               num_steps=1000, learning_rate=2e-5)
+  stages = {"teacher": common.train_stage(teacher),
+            "distill": common.train_stage(student, teacher_stage="teacher")}
+  c = common.pipeline(stages, "tfds:mnist")
+  c.objective = c.stages.distill.config.objective
+  return c
