@@ -3,7 +3,7 @@ bicubic lift, sigma_p = 0.2; the MNIST teacher's U-Net with the lifted input as 
 student with the fidelity-realism knob t.
 
   distill train --config configs/mnist_oftsr.py --workdir W --config.data.source=npz:../shared/data/mnist10k.npz
-  distill restore --bundle W/export --data npz:../shared/data/mnist10k.npz --knob 0.99
+  distill restore --sampler W/distill/export --data npz:../shared/data/mnist10k.npz --knob 0.99
 
 Budget: teacher 2000 x 64 images, student 1000 x 64 (about 1 hour on 2 CPU cores). Reference (spec §5): the paper's
 x4 SR numbers on FFHQ-256, DIV2K, ImageNet-256. Headline: not yet measured (scripts/benchmark_oftsr.py).

@@ -3,8 +3,8 @@ version (quantize:0.5, each coordinate replaced by the centre of its 0.5-cell; s
 one-step student with the fidelity-realism knob t (distill/objectives/restoration.py).
 
   distill train --config configs/toy2d_oftsr.py --workdir W --config.data.source=npz:P.npz
-  distill restore --bundle W/export --data npz:P.npz --knob 0.99      # the student; --knob 0.01 for fidelity
-  distill restore --bundle W/teacher/export --data npz:P.npz --steps 50
+  distill restore --sampler W/distill/export --data npz:P.npz --knob 0.99      # the student; --knob 0.01 for fidelity
+  distill restore --sampler W/teacher/export --data npz:P.npz --steps 50
 
 Reference (spec §5; arXiv 2412.09465): one-step x4 SR on FFHQ-256 / DIV2K / ImageNet-256 at the teacher's quality,
 the knob trading PSNR for realism. Headline: not yet measured (scripts/benchmark_oftsr.py).

@@ -37,7 +37,7 @@ from samplers.export import ExportedSampler
 from samplers.generator import default_labels
 from samplers.stablehlo import export_stablehlo
 
-__all__ = ["train", "export", "load", "sample", "evaluate", "fid", "fid_stats", "make_pairs", "boss",
+__all__ = ["train", "export", "load", "sample", "restore", "evaluate", "fid", "fid_stats", "make_pairs", "boss",
            "train_classifier", "flow_straightness", "plot_fid_history", "format_table"]
 
 load = samplers.load
@@ -81,6 +81,36 @@ def sample(sampler, num: int, steps: int | None = None, seed: int = 0, labels=No
   out = {"samples": s.sample(jax.random.key(seed), num, steps=steps, labels=labels)}
   if s.num_classes:
     out["labels"] = labels if labels is not None else default_labels(np.arange(num), s.num_classes)
+  return out
+
+
+def restore(sampler, data_source: str, num: int, steps: int | None = None, knob: float | None = None,
+            seed: int = 0) -> dict:
+  """Degrade `num` held-out samples of `data_source` (draw 30000 + seed) with a restoration bundle's degradation and
+  restore them (a teacher with `steps` Euler steps, an OFTSR student at time `knob`; samplers/restoration.py).
+  Returns {'target', 'observed', 'restored'} float32 arrays in data space and the scalars 'mse' (per element),
+  'psnr' (dB, mean over examples, data range 2 for images), 'observed_psnr' (of the lifted input) and for points
+  'energy' (energy distance of the restorations to fresh data, draw 40000 + seed) with its data-vs-data 'floor'."""
+  from distill import data as data_lib
+  from distill.restoration import psnr
+
+  s = _sampler(sampler)
+  source = data_lib.make_source(data_source, seed)
+  if tuple(source.spec.shape) != s.shape:
+    raise UserError(f"{data_source} gives samples of shape {source.spec.shape}, the bundle restores {s.shape}")
+  target = np.asarray(source.sample(num, seed=30_000 + seed)["x"], np.float32)
+  key = jax.random.key(seed)
+  observed = s.observe(key, target)
+  restored = s.restore(key, observed, steps, knob)
+  data_range = 2.0 if s.kind == "images" else float(np.ptp(target))
+  out = {"target": target, "observed": observed, "restored": restored, "mse": float(np.mean((restored - target) ** 2)),
+         "psnr": float(np.mean(psnr(restored, target, data_range))),
+         "observed_psnr": float(np.mean(psnr(observed, target, data_range)))}
+  if s.kind == "points":
+    from distill.evaluation.distances import energy_distance
+
+    fresh = np.asarray(source.sample(num, seed=40_000 + seed)["x"], np.float32)
+    out |= {"energy": energy_distance(restored, fresh), "floor": energy_distance(target, fresh)}
   return out
 
 

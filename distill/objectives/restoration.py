@@ -45,6 +45,16 @@ def rk2_velocity(velocity, x, t, h, r: float):
   return v + (v2 - v) / (2.0 * r)
 
 
+def average_velocity_target(teacher_velocity, x0, u_t, t, s, r: float):
+  """(target, v_T): the average velocity over [0, s] of the teacher trajectory through the student's point x_t = x0
+  + t u_t, (x_t + h v_T - x0) / s = u_t + (h / s) (v_T - u_t) with h = s - t, and v_T, the teacher's RK2 velocity
+  over [t, s] from x_t; t, s of shape (B,)."""
+  h = s - t
+  x_t = x0 + expand(t, x0) * u_t
+  v_teacher = rk2_velocity(teacher_velocity, x_t, t, h, r)
+  return u_t + expand(h / s, x0) * (v_teacher - u_t), v_teacher
+
+
 @dataclasses.dataclass(frozen=True)
 class RestorationFlowMatching(StatelessObjective):
   groups: dict
@@ -93,14 +103,12 @@ class OFTSR(StatelessObjective):
     y_tilde, x0 = restoration_problem(self.degradation, x, k_problem)
     t = self.t_min + (self.t_max - self.t_min) * jax.random.uniform(k_t, x.shape[:1])
     s = jnp.minimum(t + self.t_step, self.t_max)
-    h = s - t
     student = lambda time, i: network.velocity(params[group], x0, time, y_tilde, train=True,
                                                rng=jax.random.fold_in(k_drop, i))
     teacher = lambda xx, time: self.teacher_network.velocity(teacher_params, xx, time, y_tilde)
     u_t, u_s = student(t, 0), student(s, 1)
-    x_t = x0 + expand(t, x0) * jax.lax.stop_gradient(u_t)
-    v_teacher = jax.lax.stop_gradient(rk2_velocity(teacher, x_t, t, h, self.rk2_r))
-    target = jax.lax.stop_gradient(u_t + expand(h / s, x0) * (v_teacher - u_t))
+    target, v_teacher = jax.lax.stop_gradient(
+        average_velocity_target(teacher, x0, jax.lax.stop_gradient(u_t), t, s, self.rk2_r))
     distil = jnp.mean((u_s - target) ** 2)
     t_min = jnp.full_like(t, self.t_min)
     boundary = jnp.mean((student(t_min, 2) - jax.lax.stop_gradient(teacher(x0, t_min))) ** 2)
