@@ -188,3 +188,28 @@ def test_restoration_misconfigurations_are_clear_errors(restoration_teacher, tin
   assert unet.velocity(params, x, jnp.full((2,), 0.5), x).shape == x.shape
   with pytest.raises(ValueError, match="source-conditioned"):
     unet.velocity(params, x, jnp.full((2,), 0.5))
+
+
+@pytest.mark.parametrize("name", ["toy2d_oftsr", "mnist_oftsr"])
+def test_oftsr_configs_build_a_restoration_teacher_and_its_student(name):
+  """Each stage builds its objective from the config alone; the student takes the teacher's degradation and
+  architecture (it starts from the teacher's weights)."""
+  import importlib
+  import types
+
+  from distill import objectives
+  from distill.data import DataSpec
+  from distill.pipeline_config import validate
+
+  config = importlib.import_module(f"configs.{name}").get_config()
+  validate(config)
+  spec = DataSpec("points", (2,), 0, (-10.0, 10.0)) if name.startswith("toy2d") else DataSpec(
+      "images", (28, 28, 1), 0, (-1.0, 1.0))
+  teacher_objective = objectives.build(config.stages.teacher.config, spec)
+  network = teacher_objective.groups["model"].network
+  assert dict(network.model_kwargs)["source_channels"] == spec.shape[-1]
+  meta = {"restoration": teacher_objective.degradation.to_dict() | {"sampler": "flow"}}
+  student = objectives.build(config.stages.distill.config, spec, types.SimpleNamespace(network=network,
+                                                                                      bundle_meta=meta))
+  assert student.degradation == teacher_objective.degradation and student.groups["model"].init == "teacher"
+  assert config.stages.distill.config.sampler.steps == 1
