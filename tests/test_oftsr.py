@@ -211,3 +211,16 @@ def test_oftsr_configs_build_a_restoration_teacher_and_its_student(name):
                                                                                       bundle_meta=meta))
   assert student.degradation == teacher_objective.degradation and student.groups["model"].init == "teacher"
   assert config.stages.distill.config.sampler.steps == 1
+
+
+def test_restorations_do_not_depend_on_the_batch(restoration_teacher):
+  """Example i draws its measurement and source noise from fold_in(key, i): restoring a slice with its first_index
+  gives the same rows as restoring the whole batch."""
+  bundle = api.load(restoration_teacher)
+  x = np.random.default_rng(0).normal(size=(12, 2)).astype(np.float32)
+  key = jax.random.key(3)
+  observed = bundle.observe(key, x)
+  np.testing.assert_array_equal(bundle.observe(key, x[5:], first_index=5), observed[5:])
+  whole = bundle.restore(key, observed, steps=3)
+  np.testing.assert_allclose(bundle.restore(key, observed[5:], steps=3, first_index=5), whole[5:], atol=1e-6)
+  assert not np.allclose(whole, bundle.restore(jax.random.key(4), observed, steps=3))
