@@ -65,7 +65,11 @@ def export(workdir: str, out: str | None = None, step: int | None = None, best: 
   samplers/stablehlo.py). Returns the bundle."""
   bundle = export_workdir(workdir, out, step, best, log=log)
   if stablehlo:
-    written = export_stablehlo(samplers.load(bundle), stablehlo_steps)
+    loaded = samplers.load(bundle)
+    if loaded.restorer is not None:
+      raise UserError(f"wrote {bundle}, but not its StableHLO sampler: StableHLO export covers sampling from noise, "
+                      "and this is a restoration model (OFTSR)")
+    written = export_stablehlo(loaded, stablehlo_steps)
     log(f"StableHLO sampler for {', '.join(str(k) for k in written)} steps in {os.path.join(bundle, 'stablehlo')}")
   return bundle
 
