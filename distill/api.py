@@ -93,8 +93,9 @@ def restore(sampler, data_source: str, num: int, steps: int | None = None, knob:
   """Degrade `num` held-out samples of `data_source` (draw 30000 + seed) with a restoration bundle's degradation and
   restore them (a teacher with `steps` Euler steps, an OFTSR student at time `knob`; samplers/restoration.py).
   Returns {'target', 'observed', 'restored'} float32 arrays in data space and the scalars 'mse' (per element),
-  'psnr' (dB, mean over examples; data range 2 for images, the targets' peak-to-peak for points), 'observed_psnr' (of the lifted input) and for points
-  'energy' (energy distance of the restorations to fresh data, draw 40000 + seed) with its data-vs-data 'floor'."""
+  'psnr' (dB, mean over examples; data range 2 for images, the targets' peak-to-peak for points), 'observed_psnr'
+  (of the lifted input) and for points 'energy' (energy distance of the restorations to fresh data, draw 40000 +
+  seed) with its data-vs-data 'floor'."""
   from distill import data as data_lib
   from distill.restoration import psnr
 

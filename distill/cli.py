@@ -142,7 +142,7 @@ def cmd_restore(argv):
     flags.DEFINE_integer("num", 2000, "number of samples", flag_values=fv)
     flags.DEFINE_integer("steps", None, "Euler steps of a teacher (default: the bundle's)", flag_values=fv)
     flags.DEFINE_float("knob", None, "an OFTSR student's time in [0, 1]: small for fidelity, large for realism "
-                       "(default: the bundle's)", flag_values=fv)
+                       "(default 0.99, the realism end)", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "seed of the held-out samples and of the degradation noise", flag_values=fv)
     flags.DEFINE_string("out", None, "optional .npz with target, observed and restored (data space)", flag_values=fv)
 
@@ -323,8 +323,8 @@ def cmd_autodiffusion(argv):
         + f" ({time.time() - start:.1f}s)")
 
 
-COMMANDS = {"train": cmd_train, "export": cmd_export, "sample": cmd_sample, "restore": cmd_restore, "eval": cmd_eval, "pairs": cmd_pairs,
-            "boss": cmd_boss, "autodiffusion": cmd_autodiffusion, "fid": cli_fid.cmd_fid,
+COMMANDS = {"train": cmd_train, "export": cmd_export, "sample": cmd_sample, "restore": cmd_restore, "eval": cmd_eval,
+            "pairs": cmd_pairs, "boss": cmd_boss, "autodiffusion": cmd_autodiffusion, "fid": cli_fid.cmd_fid,
             "train-classifier": cli_fid.cmd_train_classifier,
             "lpips-weights": cli_fid.cmd_lpips_weights, "quickstart": cmd_quickstart}
 

@@ -42,15 +42,13 @@ def export_workdir(workdir: str, out: str | None = None, step: int | None = None
     ckpts.close()
   group = built.objective.sample_group
   out = out or os.path.join(workdir, "export")
-  restoration = None
-  if hasattr(built.objective, "restoration_sampler"):  # a restoration model (distill/objectives/restoration.py)
-    restoration = built.objective.degradation.to_dict() | {"sampler": built.objective.restoration_sampler}
+  bundle_section = getattr(built.objective, "bundle_section", None)  # restoration models (OFTSR)
   meta = export_bundle(
       out, built.objective.groups[group].network, state.ema[group], sampler_config=run.sampler_config(config),
       data_spec=built.source.spec,
       provenance={"workdir": os.path.abspath(workdir), "step": int(step), "objective": config.objective.name,
                   "data_source": config.data.source, "group": group,
                   "best_by": _best_metric(workdir) if best else ""},
-      restoration=restoration)
+      restoration=bundle_section() if bundle_section else None)
   log(f"exported step {step} ({meta['nfe']} NFE at {meta['default_steps']} steps) to {out}")
   return out

@@ -69,7 +69,7 @@ def build_run(config) -> Run:
   objective = objectives.build(config, source.spec, teacher, router=router)
   if config.data.batch_size % mesh.size:
     raise UserError(f"data.batch_size={config.data.batch_size} must be divisible by the {mesh.size} devices of the mesh")
-  if hasattr(objective, "restoration_sampler") and (config.train.eval_every or config.eval.fid_every):
+  if hasattr(objective, "bundle_section") and (config.train.eval_every or config.eval.fid_every):
     raise UserError("in-training evaluation samples from noise; a restoration model (OFTSR) restores degraded "
                     "inputs instead: set train.eval_every=0 and eval.fid_every=0 and score it with `distill restore`")
   trainer = Trainer(objective, mesh, config.sharding.rules, config.ema, config.seed, teacher)

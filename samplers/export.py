@@ -116,7 +116,7 @@ class ExportedSampler:
     self.kind = meta["data"]["kind"]
     self.default_steps = int(meta["default_steps"])
     self.generator = Generator(network, self.shape, meta["sampler"])
-    self.restorer = Restorer(network, meta["restoration"]) if "restoration" in meta else None
+    self.restorer = Restorer(network, meta["restoration"], self.default_steps) if "restoration" in meta else None
 
   @property
   def num_classes(self) -> int:
@@ -149,9 +149,7 @@ class ExportedSampler:
   def restore(self, key, observed, steps: int | None = None, knob: float | None = None,
               first_index: int = 0) -> np.ndarray:
     """A restoration bundle's restorations of lifted measurements (data space); a teacher takes `steps` (default:
-    the bundle's), an OFTSR student one step at time `knob`."""
-    if self.restorer is not None and self.restorer.sampler == "flow":
-      steps = steps or self.default_steps
+    the bundle's), an OFTSR student one step at time `knob` (default 0.99, the realism end)."""
     return self._restorer().restore(self.params, key, observed, steps, knob, first_index)
 
   def _restorer(self):

@@ -23,19 +23,19 @@ from distill.restoration import ONE_STEP_EPS, degradation_from_config
 from samplers.sampling import sample_keys
 
 SAMPLERS = ("flow", "one_step")
+DEFAULT_KNOB = 0.99  # the realism end: the official one_step_t and OFTSR's default t_max
 CHUNK = 500
 
 
 class Restorer:
   """observe(key, x) -> y~ and restore(params, key, y~, steps, knob) -> x_hat, numpy float32 in data space."""
 
-  def __init__(self, network, section: dict):
-    self.network = network
+  def __init__(self, network, section: dict, default_steps: int):
+    self.network, self.default_steps = network, default_steps
     self.degradation = degradation_from_config(section)
     self.sampler = section["sampler"]
     if self.sampler not in SAMPLERS:
       raise UserError(f"unknown restoration sampler {self.sampler!r}; valid: {', '.join(SAMPLERS)}")
-    self.default_knob = float(section.get("knob", 0.99))
 
   def observe(self, key, x, first_index: int = 0) -> np.ndarray:
     """The lifted measurements y~ of clean samples x (B, ...)."""
@@ -43,19 +43,19 @@ class Restorer:
 
   def restore(self, params, key, observed, steps: int | None = None, knob: float | None = None,
               first_index: int = 0) -> np.ndarray:
-    """Restorations of lifted measurements y~ (B, ...): the flow with `steps` Euler steps, or the one-step student
-    at time `knob` (default: the bundle's)."""
+    """Restorations of lifted measurements y~ (B, ...): the flow with `steps` Euler steps (default: the bundle's),
+    or the one-step student at time `knob` (default DEFAULT_KNOB)."""
     if self.sampler == "one_step":
       if steps not in (None, 1):
         raise UserError(f"an OFTSR student restores in one step (got steps={steps}); tune it with knob instead")
-      knob = self.default_knob if knob is None else float(knob)
+      knob = DEFAULT_KNOB if knob is None else float(knob)
       if not 0.0 <= knob <= 1.0:
         raise UserError(f"knob must lie in [0, 1], got {knob}")
       run = functools.partial(self._one_step, params, jnp.float32(knob))
     else:
       if knob is not None:
         raise UserError("knob tunes an OFTSR student; a restoration teacher takes steps")
-      run = functools.partial(self._flow, params, int(steps or 1))
+      run = functools.partial(self._flow, params, int(steps or self.default_steps))
     return self._chunked(run, key, np.asarray(observed, np.float32), first_index)
 
   @staticmethod

@@ -9,8 +9,8 @@ held-out samples per set (api.restore: degradation noise and source noise from t
 --sets. Fidelity: PSNR (images, data range 2) or MSE (points) to the clean sample; realism: energy distance to fresh
 data (points, with the data-vs-data floor) or classifier FID against --num data images (images, with the floor:
 another --num data images; the targets come from the same data, so on a small set like mnist10k the FID of
-restorations can fall below that floor). Throughput: restorations per second of the bundle's restore() on --num inputs (after a warm-up; the metrics
-excluded). Writes
+restorations can fall below that floor). Throughput: restorations per second of the bundle's restore() on --num
+inputs (after a warm-up; the metrics excluded). Writes
 <out>/oftsr.json and .md and appends to docs/results/trajectory.md.
 """
 

@@ -60,7 +60,10 @@ class RestorationFlowMatching(StatelessObjective):
   groups: dict
   degradation: Degradation
   sample_group: str = "model"
-  restoration_sampler: str = "flow"  # exported bundles integrate the flow (distill/exporting.py)
+
+  def bundle_section(self) -> dict:
+    """The exported bundle's 'restoration' section: it integrates the flow (samplers/restoration.py)."""
+    return self.degradation.to_dict() | {"sampler": "flow"}
 
   def loss(self, group, params, aux, teacher_params, batch, rng, step):
     del aux, teacher_params, step
@@ -88,12 +91,15 @@ class OFTSR(StatelessObjective):
   boundary_weight: float = 0.1
   align_weight: float = 0.01
   sample_group: str = "model"
-  restoration_sampler: str = "one_step"
 
   def __post_init__(self):
     if not 0.0 < self.t_min < self.t_max < 1.0 or self.t_step <= 0 or self.rk2_r <= 0:
       raise ValueError(f"OFTSR needs 0 < t_min < t_max < 1, t_step > 0 and rk2_r > 0; got t_min={self.t_min}, "
                        f"t_max={self.t_max}, t_step={self.t_step}, rk2_r={self.rk2_r}")
+
+  def bundle_section(self) -> dict:
+    """The exported bundle's 'restoration' section: one step at a time knob (samplers/restoration.py)."""
+    return self.degradation.to_dict() | {"sampler": "one_step"}
 
   def loss(self, group, params, aux, teacher_params, batch, rng, step):
     del aux, step
