@@ -2,7 +2,8 @@
 same objective, with aggregate and per-class classifier FID.
 
   python scripts/benchmark_msd_mnist.py --out bench_out [--teacher B] [--ks 1,5] [--objective sid|reflow]
-      [--small [--tsm_steps N]] [--steps N] [--layout vmap|unroll|map] [--num_pairs 10000] [--sample_seeds 3]
+      [--small [--tsm_steps N]] [--steps N] [--layout vmap|unroll|map] [--shared fake] [--num_pairs 10000]
+      [--sample_seeds 3]
       [--classifier runs/mnist_classifier]
 
 The class-conditional teacher is --teacher, or the teacher stage of configs/mnist_msd.py trained in OUT/msd_mnist/
@@ -13,7 +14,8 @@ last step: classifier FID, precision and recall of --num routed samples (balance
 data, on --sample_seeds sample sets (mean +- sd); the per-partition FID (for each part of the largest K's partition,
 samples of its classes against its classes' images of half A; --num / K samples per part, so only comparable
 between rows, K = 1 included); and the sampling rate of a mixed-label batch. The teacher at --teacher_steps.
---small: students 4x smaller than the teacher (configs/mnist_msd_small.py), each K starting from its own teacher
+--shared: networks every K > 1 shares between its students (multi_student.shared, e.g. one conditional fake score
+that learns from the whole batch, spec 8.3 (ii)). --small: students 4x smaller than the teacher (configs/mnist_msd_small.py), each K starting from its own teacher
 score matching stage, always with reflow.
 Runs resume (OUT/msd_mnist/...). Writes OUT/msd_mnist.json and .md and appends to docs/results/multi_student.md.
 """
@@ -39,6 +41,7 @@ def parse():
   p.add_argument("--num_pairs", type=int, default=10_000, help="teacher pairs for reflow distillation")
   p.add_argument("--layout", default="", choices=("", "vmap", "unroll", "map"),
                  help="multi_student.layout ('': the config's; all give the same values)")
+  p.add_argument("--shared", default="", help="comma-separated groups shared by the K > 1 students ('': none)")
   benchmarking.add_results_flag(p, "multi_student")
   return p.parse_args()
 
@@ -97,8 +100,10 @@ def main():
   classes = teacher_sampler.num_classes
   table = [c // (classes // max(ks)) for c in range(classes)]  # the largest K's blocks
   for k in ks:
-    tag = f"{objective}{'_small' if args.small else ''}_k{k}"
+    shared = tuple(args.shared.split(",")) if args.shared and k > 1 else ()
+    tag = f"{objective}{'_small' if args.small else ''}_k{k}" + "".join(f"_shared_{g}" for g in shared)
     config = mnist_msd.student(objective, k)
+    config.multi_student.shared = shared
     config.multi_student.layout = args.layout or config.multi_student.layout
     if args.small:
       tsm = mnist_msd_small.tsm(k)
@@ -119,6 +124,7 @@ def main():
     api.train(config, workdir)
     student = api.load(api.export(workdir))
     name = f"{objective}{' (4x smaller, TSM)' if args.small else ''}, K = {k}"
+    name += f" (shared {', '.join(shared)})" if shared else ""
     rows = [bench.row(name, student, 1, os.path.join(root, f"{tag}_plots"), seed=s) for s in seeds]
     summary[name] = {"rows": rows, "partition_fid": partition_fid(bench, student, table, args.num),
                      "samples_per_s": benchmarking.sampling_rate(student, 1, args.rate_num)}
