@@ -1,5 +1,6 @@
 """One table of the trajectory baselines on MNIST: progressive distillation, consistency distillation and training,
-BOOT and AutoDiffusion against their teachers, with FID in a feature classifier's space.
+BOOT and AutoDiffusion against their teachers (the flow teacher at --teacher_steps, the EDM teacher at its own Heun
+grid), with FID in a feature classifier's space.
 
   python scripts/benchmark_trajectory_mnist.py --out bench_out --classifier runs/mnist_classifier \
       [--teacher_workdir runs/mnist_ui/teacher] [--methods teacher,autodiffusion,progressive,consistency,ict,boot]
@@ -81,6 +82,8 @@ def main():
   if "teacher" in methods:
     for solver, steps in benchmarking.parse_teacher_rows(args.teacher_steps):
       add("teacher", flow_teacher, (steps,), 0.0, solver)
+    edm_teacher = api.load(os.path.join(edm_dir, "export"))  # the teacher of consistency models and BOOT
+    add("EDM teacher", edm_teacher, (edm_teacher.meta["sampler"]["steps"],), 0.0)
   if "autodiffusion" in methods:
     for k in (2, 4):
       bundle = os.path.join(root, f"autodiffusion{k}")
