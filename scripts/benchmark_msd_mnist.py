@@ -3,8 +3,7 @@ same objective, with aggregate and per-class classifier FID.
 
   python scripts/benchmark_msd_mnist.py --out bench_out [--teacher B] [--ks 1,5] [--objective sid|reflow]
       [--small [--tsm_steps N]] [--steps N] [--layout vmap|unroll|map] [--shared fake] [--num_pairs 10000]
-      [--sample_seeds 3]
-      [--classifier runs/mnist_classifier]
+      [--sample_seeds 3] [--classifier runs/mnist_classifier]
 
 The class-conditional teacher is --teacher, or the teacher stage of configs/mnist_msd.py trained in OUT/msd_mnist/
 teacher. For every K, the distill stage of configs/mnist_msd.py (--objective; reflow adds --num_pairs teacher pairs,
@@ -15,8 +14,8 @@ data, on --sample_seeds sample sets (mean +- sd); the per-partition FID (for eac
 samples of its classes against its classes' images of half A; --num / K samples per part, so only comparable
 between rows, K = 1 included); and the sampling rate of a mixed-label batch. The teacher at --teacher_steps.
 --shared: networks every K > 1 shares between its students (multi_student.shared, e.g. one conditional fake score
-that learns from the whole batch, spec 8.3 (ii)). --small: students 4x smaller than the teacher (configs/mnist_msd_small.py), each K starting from its own teacher
-score matching stage, always with reflow.
+that learns from the whole batch, spec 8.3 (ii)). --small: students 4x smaller than the teacher
+(configs/mnist_msd_small.py), each K starting from its own teacher score matching stage, always with reflow.
 Runs resume (OUT/msd_mnist/...). Writes OUT/msd_mnist.json and .md and appends to docs/results/multi_student.md.
 """
 

@@ -83,7 +83,7 @@ def main():
     for solver, steps in benchmarking.parse_teacher_rows(args.teacher_steps):
       add("teacher", flow_teacher, (steps,), 0.0, solver)
     edm_teacher = api.load(os.path.join(edm_dir, "export"))  # the teacher of consistency models and BOOT
-    add("EDM teacher", edm_teacher, (edm_teacher.meta["sampler"]["steps"],), 0.0)
+    add("EDM teacher", edm_teacher, (edm_teacher.default_steps,), 0.0)
   if "autodiffusion" in methods:
     for k in (2, 4):
       bundle = os.path.join(root, f"autodiffusion{k}")
