@@ -169,6 +169,39 @@ def append_results(path: str, name: str, markdown_lines: list[str], machine: dic
     f.write("\n".join(section) + "\n")
 
 
+class RunLedger:
+  """The scores of an expensive sweep's finished runs, kept in a small JSON file under docs/results/runs (committed,
+  unlike the runs' workdirs), so a sweep longer than one session accumulates across fresh checkouts.
+
+  key -> {"scores": ..., "commit": ..., "date": ...}; keys name everything the scores depend on (variant, data,
+  method, seed, sample sizes). Written atomically after every run, so an interrupted sweep loses at most one run."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self.entries = json.load(open(path)) if path and os.path.exists(path) else {}
+
+  def get(self, key: str):
+    """The scores recorded under `key`, or None."""
+    entry = self.entries.get(key)
+    return entry["scores"] if entry else None
+
+  def put(self, key: str, scores) -> None:
+    """Record `scores` under `key` with the commit and date (in memory only without a path)."""
+    self.entries[key] = {"scores": scores, "commit": git_commit(),
+                         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if not self.path:
+      return
+    os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+    tmp = f"{self.path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+      json.dump(self.entries, f, indent=1, sort_keys=True)
+    os.replace(tmp, self.path)
+
+  def commits(self, keys) -> list[str]:
+    """The distinct commits the entries under `keys` were measured at, in first-seen order."""
+    return list(dict.fromkeys(self.entries[k]["commit"] for k in keys if k in self.entries))
+
+
 def add_classifier_fid_flags(parser, teacher_steps: str) -> None:
   """The flags every ClassifierFIDBench script shares (output, data, classifier, sizes, teacher step counts)."""
   parser.add_argument("--out", default="bench_out")

@@ -12,12 +12,14 @@ energy distance and SW2 to fresh data on the same --sets sample sets (n = --num)
 mean over sets, and the table gives mean +- sd over training seeds, the ratio last / warm-up end (mean over seeds of
 the per-seed ratios) and the best divergence's last step against the teacher. Runs resume
 (<out>/divergence_2d/<toy>/<divergence>_seed<k>, scores cached there); writes <out>/divergence_2d.json and .md and
-appends to docs/results/score_distillation.md.
+appends to docs/results/score_distillation.md. Each finished run's scores also go to --ledger (committed), which later
+runs read first, so the sweep (about 8 minutes a run here) accumulates across sessions.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 
@@ -36,6 +38,9 @@ def parse():
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="a variant: override of the distill stage's config (repeatable), e.g. ema.decay=0.999")
   p.add_argument("--tag", default="", help="the variant's name: its runs go to <out>/divergence_2d_<tag>")
+  p.add_argument("--ledger", default=os.path.join(benchmarking.RESULTS_DIR, "runs", "divergence_2d.json"),
+                 help="JSON of finished runs' scores, read before training and written after each run, so the sweep "
+                 "accumulates across sessions ('' for none)")
   benchmarking.add_results_flag(p, "score_distillation")
   return p.parse_args()
 
@@ -77,8 +82,14 @@ def teacher_workdir(root: str, toy: str) -> str:
   return workdir
 
 
-def student_scores(args, toy: str, divergence: str, seed: int, teacher: str, sets: list[int]) -> dict:
-  """Train (or resume) one Uni-Instruct run and score its warm-up-end, last and best checkpoints; cached."""
+def ledger_key(args, *parts) -> str:
+  """The ledger's key of one run: the variant, the run's own parts, and the sample sets and their size."""
+  return "/".join([report_name(args), *map(str, parts), f"n{args.num}", f"sets{args.sets}"])
+
+
+def student_scores(args, toy: str, divergence: str, seed: int, teacher, sets: list[int]) -> dict:
+  """Train (or resume) one Uni-Instruct run and score its warm-up-end, last and best checkpoints; cached in its
+  workdir. `teacher()` gives the teacher's workdir."""
   from configs import toy2d_uni_instruct
   from distill import api, benchmarking
 
@@ -88,7 +99,7 @@ def student_scores(args, toy: str, divergence: str, seed: int, teacher: str, set
     return json.load(open(cache))
   config = toy2d_uni_instruct.get_config()
   config.objective.divergence, config.seed = divergence, seed
-  config.data.source, config.teacher.workdir = f"toy:{toy}", teacher
+  config.data.source, config.teacher.workdir = f"toy:{toy}", teacher()
   config.stages.distill.config.train.keep_every = toy2d_uni_instruct.DIVERGENCE_START
   config.stages.distill.config.update_from_flattened_dict(overrides(args.set))
   distill = api.train(config, workdir)["records"]["distill"]["workdir"]
@@ -123,12 +134,25 @@ def main():
   sets = [int(s) for s in args.sets.split(",")]
   train_seeds = [int(s) for s in args.train_seeds.split(",")]
   divergences = args.divergences.split(",")
+  ledger, keys = benchmarking.RunLedger(args.ledger), []
+
+  def recorded(key: str, measure) -> dict:
+    """The ledger's scores under `key`, else `measure()`'s, recorded there."""
+    keys.append(key)
+    scores = ledger.get(key)
+    if scores is None:
+      scores = measure()
+      ledger.put(key, scores)
+    return scores
+
   results = {}
   for toy in args.toys.split(","):
-    teacher = teacher_workdir(args.teacher_root, toy)
-    teacher_scores = benchmarking.energy_over_sets(api.load(os.path.join(teacher, "export")), f"toy:{toy}", args.num,
-                                                   100, sets)
-    runs = {d: [student_scores(args, toy, d, seed, teacher, sets) for seed in train_seeds] for d in divergences}
+    teacher = functools.cache(lambda toy=toy: teacher_workdir(args.teacher_root, toy))
+    teacher_scores = recorded(ledger_key(args, toy, "teacher_100_steps"), lambda: benchmarking.energy_over_sets(
+        api.load(os.path.join(teacher(), "export")), f"toy:{toy}", args.num, 100, sets))
+    runs = {d: [recorded(ledger_key(args, toy, d, f"seed{seed}"),
+                         lambda d=d, seed=seed: student_scores(args, toy, d, seed, teacher, sets))
+                for seed in train_seeds] for d in divergences}
     results[toy] = {"teacher": teacher_scores, "runs": runs,
                     "summary": {d: summarise(r, teacher_scores["energy"]) for d, r in runs.items()}}
 
@@ -137,7 +161,8 @@ def main():
   lines = [benchmarking.machine_line(machine) + f". configs/toy2d_uni_instruct.py{variant} per divergence; "
            f"energy distance to fresh data, n = {args.num}, averaged over sample sets {sets}; mean +- sd over "
            f"training seeds {train_seeds}. last / warm-up: mean of the per-seed ratios (below 1: the divergence "
-           "phase improved on its SiD warm-up).", ""]
+           "phase improved on its SiD warm-up). Runs measured at commits "
+           f"{', '.join(ledger.commits(keys)) or 'this one'} ({args.ledger or 'no ledger'}).", ""]
   for toy, r in results.items():
     t = r["teacher"]
     lines += [f"### toy:{toy}", "", f"Teacher at 100 steps: energy {t['energy']:.4g} +- {t['energy_std']:.2g} "
@@ -149,8 +174,8 @@ def main():
     best = min(r["summary"], key=lambda d: r["summary"][d]["last"][0])
     lines += ["", f"Best divergence at the last step: {best}, {r['summary'][best]['last_over_teacher']:.2f}x the "
               "teacher.", ""]
-  benchmarking.write_report(args.out, report_name(args), {"machine": machine, "args": vars(args), "results": results}, lines,
-                            results=args.results)
+  benchmarking.write_report(args.out, report_name(args), {"machine": machine, "args": vars(args), "results": results},
+                            lines, results=args.results)
 
 
 if __name__ == "__main__":

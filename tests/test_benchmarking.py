@@ -75,3 +75,18 @@ def test_every_benchmark_script_loads_and_parses_its_flags(name, monkeypatch, ca
   with pytest.raises(SystemExit) as exit_info:
     module.parse() if hasattr(module, "parse") else module.main()
   assert exit_info.value.code == 0 and "usage" in capsys.readouterr().out
+
+
+def test_run_ledger_keeps_finished_runs_across_instances(tmp_path):
+  path = str(tmp_path / "runs" / "sweep.json")
+  ledger = benchmarking.RunLedger(path)
+  assert ledger.get("a/seed0") is None
+  ledger.put("a/seed0", {"energy": 1.5e-4})
+  ledger.put("a/seed1", {"energy": 2.0e-4})
+  reread = benchmarking.RunLedger(path)  # a later session, on a fresh checkout holding the committed file
+  assert reread.get("a/seed0") == {"energy": 1.5e-4} and reread.get("a/seed1") == {"energy": 2.0e-4}
+  assert reread.commits(["a/seed0", "a/seed1", "missing"]) == [benchmarking.git_commit()]
+  assert os.listdir(tmp_path / "runs") == ["sweep.json"]  # written atomically: no temporary file left behind
+  unrecorded = benchmarking.RunLedger("")
+  unrecorded.put("a/seed0", {"energy": 1.0})
+  assert unrecorded.get("a/seed0") == {"energy": 1.0} and not os.path.exists("")
