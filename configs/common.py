@@ -146,17 +146,23 @@ def score_distillation_stage(c: ml_collections.ConfigDict, method: str, num_step
 
 def score_distillation_pipeline(teacher: ml_collections.ConfigDict, distill: ml_collections.ConfigDict,
                                 data_source: str, export: str = "last",
-                                init: tuple[str, ml_collections.ConfigDict] | None = None) -> ml_collections.ConfigDict:
-  """teacher -> [init stage ->] distill (exporting its `export` checkpoint, 'last' or 'best'). `init` = (name,
-  config): a one-step stage distilled from the teacher first, whose exported generator initialises the distill
-  stage's (Uni-Instruct starts from a SiD generator). The top-level `objective` is the distill stage's objective
-  section itself (one object), so `--config.objective.divergence=fkl` configures that stage."""
+                                init: tuple[str, ml_collections.ConfigDict] | None = None,
+                                pairs: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
+  """teacher -> [init stage ->] [pairs ->] distill (exporting its `export` checkpoint, 'last' or 'best'). `init` =
+  (name, config): a one-step stage distilled from the teacher first, whose exported generator initialises the
+  distill stage's (Uni-Instruct starts from a SiD generator). `pairs`: a pairs_stage of the teacher that the distill
+  stage trains on (its regression term's (noise, x) and its discriminator's real set). The top-level `objective` is
+  the distill stage's objective section itself (one object), so `--config.objective.divergence=fkl` configures
+  that stage."""
   stages = {"teacher": train_stage(teacher)}
   init_name = ""
   if init is not None:
     init_name, init_config = init
     stages[init_name] = train_stage(init_config, teacher_stage="teacher")
-  stages["distill"] = train_stage(distill, teacher_stage="teacher", init_stage=init_name, export=export)
+  if pairs is not None:
+    stages["pairs"] = pairs
+  stages["distill"] = train_stage(distill, data_stage="pairs" if pairs is not None else "", teacher_stage="teacher",
+                                  init_stage=init_name, export=export)
   c = pipeline(stages, data_source)
   c.objective = c.stages.distill.config.objective
   return c

@@ -21,5 +21,7 @@ def student(method: str, num_steps: int, learning_rate: float, **objective) -> m
   return c
 
 
-def pipeline(distill_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  return common.score_distillation_pipeline(toy2d_teacher.get_config(), distill_config, "toy:moons", export="best")
+def pipeline(distill_config: ml_collections.ConfigDict, pairs: ml_collections.ConfigDict | None = None
+             ) -> ml_collections.ConfigDict:
+  return common.score_distillation_pipeline(toy2d_teacher.get_config(), distill_config, "toy:moons", export="best",
+                                            pairs=pairs)

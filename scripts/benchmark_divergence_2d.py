@@ -5,8 +5,9 @@
       [--set KEY=VALUE ... --tag NAME]
 
 Per toy: the flow-matching teacher (reused from <teacher_root>/<toy>/teacher, else trained) at 100 Euler steps; per
-divergence and training seed, configs/toy2d_uni_instruct.py at its defaults (SiD(alpha = 1) warm-up to step 1000,
-then the divergence, the generator's rate on a cosine to 0, the critics' constant) with three of its checkpoints
+divergence and training seed, configs/toy2d_uni_instruct.py at its defaults (50k teacher pairs; SiD(alpha = 1) warm-up
+to step 1000, then the divergence, both with L2 regression to the paired teacher sample; the generator's rate on a
+cosine to 0 over the divergence phase, the critics' constant) with three of its checkpoints
 exported: the warm-up's end (step 1000), the last step and the best by the in-training energy. Each is scored by
 energy distance and SW2 to fresh data on the same --sets sample sets (n = --num); a training seed's value is the
 mean over sets, and the table gives mean +- sd over training seeds, the ratio last / warm-up end (mean over seeds of
@@ -69,17 +70,40 @@ def overrides(pairs: list[str]) -> dict:
   return out
 
 
-def teacher_workdir(root: str, toy: str) -> str:
+def teacher_config(toy: str):
   from configs import toy2d_teacher
+
+  config = toy2d_teacher.get_config()
+  config.data.source = f"toy:{toy}"
+  return config
+
+
+def teacher_workdir(root: str, toy: str) -> str:
   from distill import api
 
   workdir = os.path.join(root, toy, "teacher")
-  config = toy2d_teacher.get_config()
-  config.data.source = f"toy:{toy}"
-  api.train(config, workdir)
+  api.train(teacher_config(toy), workdir)
   if not os.path.exists(os.path.join(workdir, "export")):
     api.export(workdir)
   return workdir
+
+
+def run_config(args, toy: str, divergence: str, seed: int):
+  """configs/toy2d_uni_instruct.py for one run (its teacher.workdir still to set)."""
+  from configs import toy2d_uni_instruct
+
+  config = toy2d_uni_instruct.get_config()
+  config.objective.divergence, config.seed, config.data.source = divergence, seed, f"toy:{toy}"
+  config.stages.distill.config.train.keep_every = toy2d_uni_instruct.DIVERGENCE_START
+  config.stages.distill.config.update_from_flattened_dict(overrides(args.set))
+  return config
+
+
+def fingerprint(config) -> str:
+  """A short hash of a config (a ledger entry is only reused by the same settings)."""
+  import hashlib
+
+  return hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:10]
 
 
 def ledger_key(args, *parts) -> str:
@@ -97,11 +121,8 @@ def student_scores(args, toy: str, divergence: str, seed: int, teacher, sets: li
   cache = os.path.join(workdir, "scores.json")
   if os.path.exists(cache):
     return json.load(open(cache))
-  config = toy2d_uni_instruct.get_config()
-  config.objective.divergence, config.seed = divergence, seed
-  config.data.source, config.teacher.workdir = f"toy:{toy}", teacher()
-  config.stages.distill.config.train.keep_every = toy2d_uni_instruct.DIVERGENCE_START
-  config.stages.distill.config.update_from_flattened_dict(overrides(args.set))
+  config = run_config(args, toy, divergence, seed)
+  config.teacher.workdir = teacher()
   distill = api.train(config, workdir)["records"]["distill"]["workdir"]
   bundles = {"warm-up end": dict(step=toy2d_uni_instruct.DIVERGENCE_START), "last": {}, "best": dict(best=True)}
   scores = {}
@@ -148,9 +169,11 @@ def main():
   results = {}
   for toy in args.toys.split(","):
     teacher = functools.cache(lambda toy=toy: teacher_workdir(args.teacher_root, toy))
-    teacher_scores = recorded(ledger_key(args, toy, "teacher_100_steps"), lambda: benchmarking.energy_over_sets(
-        api.load(os.path.join(teacher(), "export")), f"toy:{toy}", args.num, 100, sets))
-    runs = {d: [recorded(ledger_key(args, toy, d, f"seed{seed}"),
+    teacher_scores = recorded(
+        ledger_key(args, toy, "teacher_100_steps", fingerprint(teacher_config(toy))),
+        lambda: benchmarking.energy_over_sets(api.load(os.path.join(teacher(), "export")), f"toy:{toy}", args.num,
+                                              100, sets))
+    runs = {d: [recorded(ledger_key(args, toy, d, f"seed{seed}", fingerprint(run_config(args, toy, d, seed))),
                          lambda d=d, seed=seed: student_scores(args, toy, d, seed, teacher, sets))
                 for seed in train_seeds] for d in divergences}
     results[toy] = {"teacher": teacher_scores, "runs": runs,

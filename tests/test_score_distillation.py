@@ -391,9 +391,11 @@ def test_contract_command_distils_and_exports(tiny_teacher_bundle, tmp_path, div
                    f"--config.objective.divergence={divergence}", "--config.objective.divergence_start=2",
                    "--config.stages.distill.config.model.width=32", "--config.stages.distill.config.model.depth=2",
                    "--config.stages.distill.config.model.emb_dim=16", "--config.stages.distill.config.train.num_steps=4",
-                   "--config.stages.distill.config.data.batch_size=64", "--config.mesh.data=1"]) == 0
+                   "--config.stages.distill.config.data.batch_size=64", "--config.mesh.data=1",
+                   "--config.stages.pairs.num=128", "--config.stages.pairs.steps=4"]) == 0
   record = json.load(open(os.path.join(workdir, "distill", "config.json")))["objective"]
   assert record["divergence"] == divergence and record["estimator"] == "f_divergence"
+  assert record["regression_weight"] == 1.0 and os.path.isdir(os.path.join(workdir, "pairs"))
   assert cli.main(["export", "--workdir", workdir, "--out", out]) == 0
   sampler = samplers.load(out)
   x = sampler.sample(jax.random.key(0), 8)
@@ -408,7 +410,8 @@ def test_every_score_distillation_config_names_only_known_options():
   teacher, _ = _setup(1)
   for name in names:
     config = importlib.import_module(f"configs.{name}").get_config()
-    stages = [config.stages[s].config for s in config.pipeline.stages] if "stages" in config else [config]
+    stages = ([config.stages[s].config for s in config.pipeline.stages if config.stages[s].kind == "train"]
+              if "stages" in config else [config])
     sections = [c.objective for c in stages if c.objective.name == "score_distillation"]
     assert sections, name
     for section in sections:
