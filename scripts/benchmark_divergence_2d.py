@@ -2,7 +2,7 @@
 
   python scripts/benchmark_divergence_2d.py --out bench_out [--toys moons,8gaussians,checkerboard]
       [--divergences rkl,fkl,jeffreys,js,chi2,hellinger] [--train_seeds 0,1,2] [--sets 0,1,2] [--num 20000]
-      [--set KEY=VALUE ... --tag NAME]
+      [--set KEY=VALUE ... --tag NAME] [--recorded_only]
 
 Per toy: the flow-matching teacher (reused from <teacher_root>/<toy>/teacher, else trained) at 100 Euler steps; per
 divergence and training seed, configs/toy2d_uni_instruct.py at its defaults (50k teacher pairs; SiD(alpha = 1) warm-up
@@ -39,6 +39,8 @@ def parse():
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="a variant: override of the distill stage's config (repeatable), e.g. ema.decay=0.999")
   p.add_argument("--tag", default="", help="the variant's name: its runs go to <out>/divergence_2d_<tag>")
+  p.add_argument("--recorded_only", action="store_true",
+                 help="train nothing: tabulate the ledger's runs, leaving out those not recorded yet")
   p.add_argument("--ledger", default=os.path.join(benchmarking.RESULTS_DIR, "runs", "divergence_2d.json"),
                  help="JSON of finished runs' scores, read before training and written after each run, so the sweep "
                  "accumulates across sessions ('' for none)")
@@ -157,11 +159,11 @@ def main():
   divergences = args.divergences.split(",")
   ledger, keys = benchmarking.RunLedger(args.ledger), []
 
-  def recorded(key: str, measure) -> dict:
-    """The ledger's scores under `key`, else `measure()`'s, recorded there."""
+  def recorded(key: str, measure) -> dict | None:
+    """The ledger's scores under `key`, else `measure()`'s, recorded there (None with --recorded_only)."""
     keys.append(key)
     scores = ledger.get(key)
-    if scores is None:
+    if scores is None and not args.recorded_only:
       scores = measure()
       ledger.put(key, scores)
     return scores
@@ -173,30 +175,40 @@ def main():
         ledger_key(args, toy, "teacher_100_steps", fingerprint(teacher_config(toy))),
         lambda: benchmarking.energy_over_sets(api.load(os.path.join(teacher(), "export")), f"toy:{toy}", args.num,
                                               100, sets))
-    runs = {d: [recorded(ledger_key(args, toy, d, f"seed{seed}", fingerprint(run_config(args, toy, d, seed))),
-                         lambda d=d, seed=seed: student_scores(args, toy, d, seed, teacher, sets))
-                for seed in train_seeds] for d in divergences}
-    results[toy] = {"teacher": teacher_scores, "runs": runs,
+    if teacher_scores is None:
+      continue
+    runs, seeds = {}, {}
+    for d in divergences:
+      for seed in train_seeds:
+        scores = recorded(ledger_key(args, toy, d, f"seed{seed}", fingerprint(run_config(args, toy, d, seed))),
+                          lambda d=d, seed=seed: student_scores(args, toy, d, seed, teacher, sets))
+        if scores is not None:
+          runs.setdefault(d, []).append(scores)
+          seeds.setdefault(d, []).append(seed)
+    results[toy] = {"teacher": teacher_scores, "runs": runs, "seeds": seeds,
                     "summary": {d: summarise(r, teacher_scores["energy"]) for d, r in runs.items()}}
 
   machine = benchmarking.machine_info()
   variant = f" with {', '.join(args.set)} (variant {args.tag!r})" if args.set else " at its defaults"
   lines = [benchmarking.machine_line(machine) + f". configs/toy2d_uni_instruct.py{variant} per divergence; "
            f"energy distance to fresh data, n = {args.num}, averaged over sample sets {sets}; mean +- sd over "
-           f"training seeds {train_seeds}. last / warm-up: mean of the per-seed ratios (below 1: the divergence "
+           "the training seeds listed. last / warm-up: mean of the per-seed ratios (below 1: the divergence "
            "phase improved on its SiD warm-up). Runs measured at commits "
            f"{', '.join(ledger.commits(keys)) or 'this one'} ({args.ledger or 'no ledger'}).", ""]
   for toy, r in results.items():
     t = r["teacher"]
     lines += [f"### toy:{toy}", "", f"Teacher at 100 steps: energy {t['energy']:.4g} +- {t['energy_std']:.2g} "
               f"(sets); data floor {t['energy_floor']:.4g}.", "",
-              "| divergence | warm-up end | last | best | last / warm-up | last / teacher |", "|---|---|---|---|---|---|"]
+              "| divergence | seeds | warm-up end | last | best | last / warm-up | last / teacher |",
+              "|---|---|---|---|---|---|---|"]
     for d, s in r["summary"].items():
       cells = " | ".join(f"{s[name][0]:.4g} +- {s[name][1]:.2g}" for name in CHECKPOINTS)
-      lines.append(f"| {d} | {cells} | {s['last_over_warmup']:.2f} | {s['last_over_teacher']:.2f} |")
-    best = min(r["summary"], key=lambda d: r["summary"][d]["last"][0])
-    lines += ["", f"Best divergence at the last step: {best}, {r['summary'][best]['last_over_teacher']:.2f}x the "
-              "teacher.", ""]
+      seeds = ",".join(map(str, r["seeds"][d]))
+      lines.append(f"| {d} | {seeds} | {cells} | {s['last_over_warmup']:.2f} | {s['last_over_teacher']:.2f} |")
+    if r["summary"]:
+      best = min(r["summary"], key=lambda d: r["summary"][d]["last"][0])
+      lines += ["", f"Best divergence at the last step: {best}, {r['summary'][best]['last_over_teacher']:.2f}x the "
+                "teacher.", ""]
   benchmarking.write_report(args.out, report_name(args), {"machine": machine, "args": vars(args), "results": results},
                             lines, results=args.results)
 
