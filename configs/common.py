@@ -38,8 +38,8 @@ def base() -> ml_collections.ConfigDict:
   # fid_num points of fid_ref drawn under a held-out seed. The best checkpoint by that value is kept in workdir/best.
   # eval.reference: data source that evaluations compare samples with ('' = data.source; pipelines set it to the
   # real data for stages trained on teacher pairs).
-  c.eval = ml_collections.ConfigDict(dict(num_samples=2000, reference="", fid_every=0, fid_features="", fid_ref="", fid_num=1000,
-                                          fid_steps=0))
+  c.eval = ml_collections.ConfigDict(dict(num_samples=2000, reference="", fid_every=0, fid_features="", fid_ref="",
+                                          fid_num=1000, fid_steps=0))
   c.sampler = ml_collections.ConfigDict(dict(solver="euler", grid="uniform_t", steps=100, t_eps=1e-3,
                                              sigma_min=0.002, sigma_max=80.0, rho=7.0, guidance=1.0))
 
