@@ -1,18 +1,19 @@
 """Multi-student distillation on MNIST: K students against the single student at matched compute, both wrapping the
 same objective, with aggregate and per-class classifier FID.
 
-  python scripts/benchmark_msd_mnist.py --out bench_out [--teacher B] [--ks 1,5] [--objective sid|reflow]
+  python scripts/benchmark_msd_mnist.py --out bench_out [--teacher B] [--ks 1,5] [--objective sid|sid_regression|reflow]
       [--small [--tsm_steps N]] [--steps N] [--layout vmap|unroll|map] [--shared fake] [--num_pairs 10000]
       [--sample_seeds 3] [--classifier runs/mnist_classifier]
 
 The class-conditional teacher is --teacher, or the teacher stage of configs/mnist_msd.py trained in OUT/msd_mnist/
-teacher. For every K, the distill stage of configs/mnist_msd.py (--objective; reflow adds --num_pairs teacher pairs,
-20 Euler steps) with multi_student.k = K and the same batch (40 rows split between the students) and steps, so every
-K sees the same images for the same number of generator updates (K = 1 is the single student). Each is scored at its
-last step: classifier FID, precision and recall of --num routed samples (balanced labels) against half A of the
-data, on --sample_seeds sample sets (mean +- sd); the per-partition FID (for each part of the largest K's partition,
-samples of its classes against its classes' images of half A; --num / K samples per part, so only comparable
-between rows, K = 1 included); and the sampling rate of a mixed-label batch. The teacher at --teacher_steps.
+teacher. For every K, the distill stage of configs/mnist_msd.py (--objective; reflow and sid_regression add
+--num_pairs teacher pairs, 20 Euler steps) with multi_student.k = K and the same batch (40 rows split between the
+students) and steps, so every K sees the same images for the same number of generator updates (K = 1 is the single
+student). Each is scored at its last step: classifier FID, precision and recall of --num routed samples (balanced
+labels) against half A of the data, on --sample_seeds sample sets (mean +- sd); the per-partition FID (for each part
+of the largest K's partition, samples of its classes against its classes' images of half A; --num / K samples per
+part, so only comparable between rows, K = 1 included); and the sampling rate of a mixed-label batch. The teacher at
+--teacher_steps.
 --shared: networks every K > 1 shares between its students (multi_student.shared, e.g. one conditional fake score
 that learns from the whole batch, spec 8.3 (ii)). --small: students 4x smaller than the teacher
 (configs/mnist_msd_small.py), each K starting from its own teacher score matching stage, always with reflow.
@@ -32,7 +33,7 @@ def parse():
   benchmarking.add_classifier_fid_flags(p, teacher_steps="50,100")
   p.add_argument("--teacher", default="", help="a class-conditional teacher bundle ('' trains one)")
   p.add_argument("--ks", default="1,5")
-  p.add_argument("--objective", default="sid", choices=("sid", "reflow"))
+  p.add_argument("--objective", default="sid", choices=("sid", "sid_regression", "reflow"))
   p.add_argument("--steps", type=int, default=0, help="distillation steps (0: the config's)")
   p.add_argument("--sample_seeds", type=int, default=3)
   p.add_argument("--small", action="store_true", help="4x smaller students through teacher score matching")
@@ -84,7 +85,7 @@ def main():
     teacher = api.export(os.path.join(root, "teacher"))
   objective = "reflow" if args.small else args.objective
   pairs = os.path.join(root, f"pairs_{args.num_pairs}")
-  if objective == "reflow":
+  if objective in mnist_msd.PAIRED:
     api.make_pairs(pairs, args.num_pairs, teacher=teacher, seed=1, steps=20)
   bench = benchmarking.ClassifierFIDBench(args.data, args.classifier, args.num,
                                           os.path.join(args.out, "classifier_fid_rows.json"))
@@ -117,7 +118,7 @@ def main():
     if args.steps:
       config.train.num_steps = args.steps
       config.optim.decay_steps = args.steps if config.optim.decay_steps else 0
-    config.data.source = f"pairs:{pairs}" if objective == "reflow" else args.data
+    config.data.source = f"pairs:{pairs}" if objective in mnist_msd.PAIRED else args.data
     config.eval.reference, config.teacher.bundle = args.data, teacher
     workdir = os.path.join(root, tag)
     api.train(config, workdir)
@@ -133,7 +134,8 @@ def main():
            f"Mean +- sd over {args.sample_seeds} sample sets; students at their last step, same batch and steps; "
            f"per-partition FID: {args.num // max(ks)} samples per part of the K = {max(ks)} blocks against that "
            "part of half A, one value per part; samples/s of a mixed-label batch.", "",
-           "| model | NFE | FID | precision | recall | per-partition FID | samples/s |", "|---|---|---|---|---|---|---|"]
+           "| model | NFE | FID | precision | recall | per-partition FID | samples/s |",
+           "|---|---|---|---|---|---|---|"]
   for name, s in summary.items():
     stats = {key: (np.mean([r[key] for r in s["rows"]]), np.std([r[key] for r in s["rows"]], ddof=1)
                    if len(s["rows"]) > 1 else 0.0) for key in ("fid", "precision", "recall")}

@@ -406,10 +406,11 @@ def test_every_score_distillation_config_names_only_known_options():
   import importlib
 
   names = ["toy2d_sid", "toy2d_sida", "toy2d_uni_instruct", "toy2d_dmd2", "mnist_sid", "mnist_sida",
-           "mnist_uni_instruct", "cifar10_sid", "cifar10_uni_instruct"]
+           "mnist_uni_instruct", "cifar10_sid", "cifar10_uni_instruct", "mnist_msd", "mnist_msd:sid_regression"]
   teacher, _ = _setup(1)
   for name in names:
-    config = importlib.import_module(f"configs.{name}").get_config()
+    module, _, variant = name.partition(":")
+    config = importlib.import_module(f"configs.{module}").get_config(*([variant] if variant else []))
     stages = ([config.stages[s].config for s in config.pipeline.stages if config.stages[s].kind == "train"]
               if "stages" in config else [config])
     sections = [c.objective for c in stages if c.objective.name == "score_distillation"]
