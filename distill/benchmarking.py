@@ -143,12 +143,14 @@ def add_results_flag(parser, family: str) -> None:
                       "('' to skip)")
 
 
-def git_commit() -> str:
-  """The checkout's short commit hash, with '+changes' when files differ from it; 'unknown' outside git."""
+def git_commit(ignore: tuple[str, ...] = ()) -> str:
+  """The checkout's short commit hash, with '+changes' when tracked files other than `ignore` (absolute paths)
+  differ from it; 'unknown' outside git."""
   try:
     run = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    return run("rev-parse", "--short", "HEAD") + ("+changes" if run("status", "--porcelain", "--untracked-files=no")
-                                                   else "")
+    ignored = [f":(exclude){os.path.relpath(p, REPO)}" for p in ignore if p.startswith(REPO + os.sep)]
+    changed = run("status", "--porcelain", "--untracked-files=no", "--", ".", *ignored)
+    return run("rev-parse", "--short", "HEAD") + ("+changes" if changed else "")
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
 
@@ -187,7 +189,8 @@ class RunLedger:
 
   def put(self, key: str, scores) -> None:
     """Record `scores` under `key` with the commit and date (in memory only without a path)."""
-    self.entries[key] = {"scores": scores, "commit": git_commit(),
+    commit = git_commit(ignore=(os.path.abspath(self.path),) if self.path else ())  # the ledger's own edits aside
+    self.entries[key] = {"scores": scores, "commit": commit,
                          "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if not self.path:
       return
