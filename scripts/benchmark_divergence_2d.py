@@ -11,17 +11,16 @@ cosine to 0 over the divergence phase, the critics' constant) with three of its 
 exported: the warm-up's end (step 1000), the last step and the best by the in-training energy. Each is scored by
 energy distance and SW2 to fresh data on the same --sets sample sets (n = --num); a training seed's value is the
 mean over sets, and the table gives mean +- sd over training seeds, the ratio last / warm-up end (mean over seeds of
-the per-seed ratios) and the best divergence's last step against the teacher. Runs resume
-(<out>/divergence_2d/<toy>/<divergence>_seed<k>, scores cached there); writes <out>/divergence_2d.json and .md and
-appends to docs/results/score_distillation.md. Each finished run's scores also go to --ledger (committed), which later
-runs read first, so the sweep (about 8 minutes a run here) accumulates across sessions.
+the per-seed ratios) and the best divergence's last step against the teacher. Runs resume in
+<out>/divergence_2d/<toy>/<divergence>_seed<k>; each finished run's scores go to --ledger (committed), which later
+runs read first, so the sweep (about 9.5 minutes a run here) accumulates across sessions. Writes
+<out>/divergence_2d.json and .md and appends to docs/results/score_distillation.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 
 
@@ -113,17 +112,13 @@ def ledger_key(args, *parts) -> str:
   return "/".join([report_name(args), *map(str, parts), f"n{args.num}", f"sets{args.sets}"])
 
 
-def student_scores(args, toy: str, divergence: str, seed: int, teacher, sets: list[int]) -> dict:
-  """Train (or resume) one Uni-Instruct run and score its warm-up-end, last and best checkpoints; cached in its
-  workdir. `teacher()` gives the teacher's workdir."""
+def student_scores(args, toy: str, divergence: str, seed: int, config, teacher, sets: list[int]) -> dict:
+  """Train (or resume) one run of `config` (run_config's) and score its warm-up-end, last and best checkpoints
+  (exports reused). `teacher()` gives the teacher's workdir."""
   from configs import toy2d_uni_instruct
   from distill import api, benchmarking
 
   workdir = os.path.join(args.out, report_name(args), toy, f"{divergence}_seed{seed}")
-  cache = os.path.join(workdir, "scores.json")
-  if os.path.exists(cache):
-    return json.load(open(cache))
-  config = run_config(args, toy, divergence, seed)
   config.teacher.workdir = teacher()
   distill = api.train(config, workdir)["records"]["distill"]["workdir"]
   bundles = {"warm-up end": dict(step=toy2d_uni_instruct.DIVERGENCE_START), "last": {}, "best": dict(best=True)}
@@ -132,7 +127,6 @@ def student_scores(args, toy: str, divergence: str, seed: int, teacher, sets: li
     out = os.path.join(workdir, "export_" + name.replace(" ", "_").replace("-", "_"))
     bundle = out if os.path.exists(out) else api.export(distill, out, **how)
     scores[name] = benchmarking.energy_over_sets(api.load(bundle), f"toy:{toy}", args.num, 1, sets)
-  json.dump(scores, open(cache, "w"))
   return scores
 
 
@@ -180,8 +174,10 @@ def main():
     runs, seeds = {}, {}
     for d in divergences:
       for seed in train_seeds:
-        scores = recorded(ledger_key(args, toy, d, f"seed{seed}", fingerprint(run_config(args, toy, d, seed))),
-                          lambda d=d, seed=seed: student_scores(args, toy, d, seed, teacher, sets))
+        config = run_config(args, toy, d, seed)
+        scores = recorded(ledger_key(args, toy, d, f"seed{seed}", fingerprint(config)),
+                          lambda d=d, seed=seed, config=config: student_scores(args, toy, d, seed, config, teacher,
+                                                                               sets))
         if scores is not None:
           runs.setdefault(d, []).append(scores)
           seeds.setdefault(d, []).append(seed)
