@@ -23,7 +23,7 @@ import numpy as np
 
 import samplers
 from distill import autodiffusion as autodiffusion_lib, boss as boss_lib, data as data_lib, pairs as pairs_lib
-from distill import pipeline, run
+from distill import branching, pipeline, run
 from distill.errors import UserError
 from distill.evaluation import features as features_lib, fid as fid_lib
 from distill.evaluation import save_curve, save_image_grid, save_scatter, two_sample_report
@@ -37,7 +37,7 @@ from samplers.export import ExportedSampler
 from samplers.generator import default_labels
 from samplers.stablehlo import export_stablehlo
 
-__all__ = ["train", "export", "load", "sample", "restore", "evaluate", "fid", "fid_stats", "make_pairs", "boss",
+__all__ = ["train", "branch", "export", "load", "sample", "restore", "evaluate", "fid", "fid_stats", "make_pairs", "boss",
            "train_classifier", "flow_straightness", "plot_fid_history", "format_table"]
 
 load = samplers.load
@@ -56,6 +56,12 @@ def train(config, workdir: str, overwrite: bool = False, log=print) -> dict:
     return {"workdir": workdir, "records": records, "bundle": records[final_stage(config)]["bundle"]}
   state = run.train(config, workdir, overwrite=overwrite)
   return {"workdir": workdir, "step": int(state.step)}
+
+
+def branch(config, source: str, workdir: str, step: int) -> None:
+  """Make `workdir` a run of `config` that resumes from `source`'s checkpoint at `step` (distill/branching.py): a
+  shared prefix, like a warm-up, trained once for several variants."""
+  branching.branch(config, source, workdir, step)
 
 
 def export(workdir: str, out: str | None = None, step: int | None = None, best: bool = False,

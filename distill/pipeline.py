@@ -37,7 +37,7 @@ from distill.teacher import load_teacher
 RECORD_FILE = "pipeline.json"
 
 
-def _records(workdir: str) -> dict:
+def load_records(workdir: str) -> dict:
   path = os.path.join(workdir, RECORD_FILE)
   if not os.path.exists(path):
     return {}
@@ -45,7 +45,7 @@ def _records(workdir: str) -> dict:
     return json.load(f)
 
 
-def _save_records(workdir: str, records: dict) -> None:
+def save_records(workdir: str, records: dict) -> None:
   tmp = os.path.join(workdir, f".{RECORD_FILE}.tmp{os.getpid()}")
   with open(tmp, "w") as f:
     json.dump(records, f, indent=2)
@@ -110,7 +110,7 @@ def run_pipeline(config, workdir: str, log=print, overwrite: bool = False) -> di
   validate(config)
   resolve_seeds(config)
   checkpointing.prepare_workdir(workdir, config.to_dict(), overwrite)
-  records = _records(workdir)
+  records = load_records(workdir)
   bundles = {n: r["bundle"] for n, r in records.items() if "bundle" in r}
   external = _external_teacher(config)
   for index, name in enumerate(config.pipeline.stages):
@@ -122,7 +122,7 @@ def run_pipeline(config, workdir: str, log=print, overwrite: bool = False) -> di
       bundles[name] = external
       records[name] = {"kind": "external", "bundle": external, "checksum": _bundle_checksum(external)}
       log(f"[stage {index + 1}/{len(config.pipeline.stages)}] teacher: using {external}")
-      _save_records(workdir, records)
+      save_records(workdir, records)
       continue
     log(f"[stage {index + 1}/{len(config.pipeline.stages)}] {name} ({stage.kind})")
     start = time.time()
@@ -133,5 +133,5 @@ def run_pipeline(config, workdir: str, log=print, overwrite: bool = False) -> di
       record = _pairs_stage(name, stage, workdir, bundles)
     record["seconds"] = round(time.time() - start, 1)
     records[name] = record
-    _save_records(workdir, records)
+    save_records(workdir, records)
   return records

@@ -12,9 +12,10 @@ exported: the warm-up's end (step 1000), the last step and the best by the in-tr
 energy distance and SW2 to fresh data on the same --sets sample sets (n = --num); a training seed's value is the
 mean over sets, and the table gives mean +- sd over training seeds, the ratio last / warm-up end (mean over seeds of
 the per-seed ratios) and the best divergence's last step against the teacher. Runs resume in
-<out>/divergence_2d/<toy>/<divergence>_seed<k>; each finished run's scores go to --ledger (committed), which later
-runs read first, so the sweep (about 9.5 minutes a run here) accumulates across sessions. Writes
-<out>/divergence_2d.json and .md and appends to docs/results/score_distillation.md.
+<out>/divergence_2d/<toy>/<divergence>_seed<k>, each branched (distill/branching.py) off the pairs and SiD warm-up
+that its toy and seed share (<toy>/warm_up_seed<k>, trained once: about 3.5 minutes here, then 6 a divergence); each
+finished run's scores go to --ledger (committed), which later runs read first, so the sweep accumulates across
+sessions. Writes <out>/divergence_2d.json and .md and appends to docs/results/score_distillation.md.
 """
 
 from __future__ import annotations
@@ -112,6 +113,20 @@ def ledger_key(args, *parts) -> str:
   return "/".join([report_name(args), *map(str, parts), f"n{args.num}", f"sets{args.sets}"])
 
 
+def warm_up(args, toy: str, seed: int, teacher) -> str:
+  """The workdir of the SiD warm-up (pairs, then distill steps up to divergence_start) that every divergence of `toy`
+  and `seed` shares, trained once (as rkl; the divergence is unused before divergence_start, tests/test_branching.py)."""
+  from configs import toy2d_uni_instruct
+  from distill import api
+
+  workdir = os.path.join(args.out, report_name(args), toy, f"warm_up_seed{seed}")
+  config = run_config(args, toy, "rkl", seed)
+  config.stages.distill.config.train.num_steps = toy2d_uni_instruct.DIVERGENCE_START
+  config.teacher.workdir = teacher()
+  api.train(config, workdir)
+  return workdir
+
+
 def student_scores(args, toy: str, divergence: str, seed: int, config, teacher, sets: list[int]) -> dict:
   """Train (or resume) one run of `config` (run_config's) and score its warm-up-end, last and best checkpoints
   (exports reused). `teacher()` gives the teacher's workdir."""
@@ -120,6 +135,8 @@ def student_scores(args, toy: str, divergence: str, seed: int, config, teacher, 
 
   workdir = os.path.join(args.out, report_name(args), toy, f"{divergence}_seed{seed}")
   config.teacher.workdir = teacher()
+  if not os.path.exists(workdir):  # a new run branches off the warm-up its toy and seed share
+    api.branch(config, warm_up(args, toy, seed, teacher), workdir, toy2d_uni_instruct.DIVERGENCE_START)
   distill = api.train(config, workdir)["records"]["distill"]["workdir"]
   bundles = {"warm-up end": dict(step=toy2d_uni_instruct.DIVERGENCE_START), "last": {}, "best": dict(best=True)}
   scores = {}

@@ -16,7 +16,7 @@ PACKAGES = ("distill", "models", "samplers", "configs")
 LAYERS = (
     ("commands", ("distill.cli", "distill.cli_fid", "distill.cli_flags", "distill.quickstart")),
     ("api", ("distill.api", "distill.benchmarking")),
-    ("runs", ("distill.pipeline", "distill.exporting", "distill.run", "distill.gaussian_lab")),
+    ("runs", ("distill.branching", "distill.pipeline", "distill.exporting", "distill.run", "distill.gaussian_lab")),
     ("training", ("distill.trainer", "distill.objectives", "distill.pool", "distill.checkpointing",
                   "distill.teacher", "distill.boss", "distill.autodiffusion")),
     ("data and evaluation", ("distill.data", "distill.pairs", "distill.evaluation", "distill.partitions",
