@@ -25,7 +25,6 @@ model has its rows).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 
@@ -43,20 +42,14 @@ def parse():
 STUDENTS = ("one-step reflow student", "refined reflow student", "SlimFlow student")
 
 
-def pipeline_records(workdir: str) -> dict:
-  """The stage records of a pipeline's W/pipeline.json (the finished stages; {} before the first)."""
-  path = os.path.join(workdir, "pipeline.json")
-  return json.load(open(path)) if os.path.exists(path) else {}
-
-
 def main():
   args = parse()
   import samplers
-  from distill import benchmarking
+  from distill import benchmarking, pipeline
 
   work = os.path.join(args.out, "reflow_mnist")
   os.makedirs(work, exist_ok=True)
-  reflow, slim = pipeline_records(args.reflow), pipeline_records(args.slimflow)
+  reflow, slim = pipeline.load_records(args.reflow), pipeline.load_records(args.slimflow)
   if "teacher" not in reflow:
     raise SystemExit(f"{args.reflow}: the teacher stage is not finished; run the pipeline first")
   if "teacher" in slim and slim["teacher"]["checksum"] != reflow["teacher"]["checksum"]:
