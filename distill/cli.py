@@ -1,6 +1,7 @@
 """The `distill` command: parses flags and calls distill/api.py (every subcommand is a Python function there).
 
   distill train --config configs/toy2d_teacher.py --workdir W [--config.a.b=value ...] [--overwrite]
+                [--branch_from W0 --branch_step N]
   distill export --workdir W [--out B] [--step N | --best] [--stablehlo]
   distill sample --sampler B --num N --out S.npz [--steps K] [--seed S] [--labels 0,1,...]
   distill restore --sampler B --data SOURCE [--num N] [--steps K | --knob T] [--seed S] [--out R.npz]
@@ -70,6 +71,10 @@ def cmd_train(argv):
                                     sys_argv=argv)
     flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs, plots)", flag_values=fv)
     flags.DEFINE_bool("overwrite", False, "delete a different run in workdir instead of refusing", flag_values=fv)
+    flags.DEFINE_string("branch_from", None, "a new workdir starts from this run's checkpoint at --branch_step "
+                        "(distill/branching.py: e.g. a shared warm-up trained once); an existing run resumes",
+                        flag_values=fv)
+    flags.DEFINE_integer("branch_step", None, "the --branch_from checkpoint's step", flag_values=fv)
     _distributed_flags(fv)
 
   config_path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
@@ -83,6 +88,13 @@ def cmd_train(argv):
   _maybe_initialize_distributed(fv)
   from distill import api
 
+  if (fv.branch_from is None) != (fv.branch_step is None):
+    raise UserError("--branch_from and --branch_step go together")
+  if fv.branch_from and fv.overwrite:
+    raise UserError("--branch_from starts a new workdir; it does not combine with --overwrite")
+  if fv.branch_from and not (os.path.isdir(fv.workdir) and os.listdir(fv.workdir)):
+    api.branch(fv.config, fv.branch_from, fv.workdir, fv.branch_step)
+    print(f"branched {fv.workdir} off {fv.branch_from} at step {fv.branch_step}")
   start = time.time()
   result = api.train(fv.config, fv.workdir, overwrite=fv.overwrite)
   if "records" in result:
