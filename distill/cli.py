@@ -93,6 +93,11 @@ def cmd_train(argv):
   if fv.branch_from and fv.overwrite:
     raise UserError("--branch_from starts a new workdir; it does not combine with --overwrite")
   if fv.branch_from and not (os.path.isdir(fv.workdir) and os.listdir(fv.workdir)):
+    import jax
+
+    if jax.process_count() > 1:
+      raise UserError("--branch_from copies files once: branch with one process (api.branch), then start the "
+                      "multi-host run on the branched workdir")
     api.branch(fv.config, fv.branch_from, fv.workdir, fv.branch_step)
     print(f"branched {fv.workdir} off {fv.branch_from} at step {fv.branch_step}")
   start = time.time()
