@@ -37,8 +37,8 @@ from samplers.export import ExportedSampler
 from samplers.generator import default_labels
 from samplers.stablehlo import export_stablehlo
 
-__all__ = ["train", "branch", "export", "load", "sample", "restore", "evaluate", "fid", "fid_stats", "make_pairs", "boss",
-           "train_classifier", "flow_straightness", "plot_fid_history", "format_table"]
+__all__ = ["train", "branch", "export", "load", "sample", "restore", "evaluate", "fid", "fid_stats", "make_pairs",
+           "boss", "train_classifier", "flow_straightness", "plot_fid_history", "format_table"]
 
 load = samplers.load
 

@@ -72,7 +72,8 @@ def _branch_training(source: str, target: str, step: int) -> None:
 
 def _branch_pipeline_stages(config, saved: dict, source: str, target: str, workdir: str) -> str:
   """Copy the finished stages before the last train stage to `target` (directories, and records whose paths are
-  moved to `workdir`, where `target` will be renamed) after checking that `config` differs from the source's only inside that stage; returns its name."""
+  moved to `workdir`, where `target` will be renamed) after checking that `config` differs from the source's only
+  inside that stage; returns its name."""
   stage = final_stage(config)
   inside = f"stages.{stage}.config."
   current = ml_collections.ConfigDict(config.to_dict())

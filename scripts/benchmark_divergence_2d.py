@@ -13,7 +13,7 @@ energy distance and SW2 to fresh data on the same --sets sample sets (n = --num)
 mean over sets, and the table gives mean +- sd over training seeds, the ratio last / warm-up end (mean over seeds of
 the per-seed ratios) and the best divergence's last step against the teacher. Runs resume in
 <out>/divergence_2d/<toy>/<divergence>_seed<k>, each branched (distill/branching.py) off the pairs and SiD warm-up
-that its toy and seed share (<toy>/warm_up_seed<k>, trained once: about 3.5 minutes here, then 6 a divergence); each
+that its toy and seed share (<toy>/warm_up_seed<k>, trained once: about 4 minutes here, then 5 a divergence); each
 finished run's scores go to --ledger (committed), which later runs read first, so the sweep accumulates across
 sessions. Writes <out>/divergence_2d.json and .md and appends to docs/results/score_distillation.md.
 """
@@ -115,7 +115,8 @@ def ledger_key(args, *parts) -> str:
 
 def warm_up(args, toy: str, seed: int, teacher) -> str:
   """The workdir of the SiD warm-up (pairs, then distill steps up to divergence_start) that every divergence of `toy`
-  and `seed` shares, trained once (as rkl; the divergence is unused before divergence_start, tests/test_branching.py)."""
+  and `seed` shares, trained once (as rkl: the divergence is unused before divergence_start,
+  tests/test_branching.py)."""
   from configs import toy2d_uni_instruct
   from distill import api
 
